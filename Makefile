@@ -1,0 +1,34 @@
+# The two commands a newcomer needs: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: help setup test lint demo bench lock dev-up dev-down
+
+help:
+	@echo "make demo     set up and run a demo import end to end"
+	@echo "make test     set up and run the whole test suite"
+	@echo "make bench    run the benchmarks (bench/)"
+	@echo "make dev-up   start the local control plane + MinIO (.dev/env)"
+	@echo "make dev-down stop everything dev-up started"
+
+setup:
+	@scripts/setup.sh
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: setup
+	@scripts/run-tests.sh
+
+demo: setup
+	@scripts/demo.sh
+
+bench: setup
+	$(PY) -m bench
+
+# Regenerate requirements.lock after changing dependencies in pyproject.toml.
+lock:
+	uv pip compile pyproject.toml --extra dev -o requirements.lock --python-version 3.11

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Creates (or refreshes) the project's virtualenv in .venv from requirements.lock.
+# Idempotent: a second run with an unchanged lock does nothing. pip's wheel cache lives
+# outside the clone (~/.cache/pip, or $PIP_CACHE_DIR), so a fresh clone installs fast.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+stamp="$VENV/.productimport-lock.sha256"
+want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+if [[ -x "$VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  exit 0
+fi
+[[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --disable-pip-version-check -q --upgrade pip
+"$VENV/bin/python" -m pip install --disable-pip-version-check -q -r requirements.lock
+"$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps -e .
+echo "$want" > "$stamp"
+echo "setup: .venv ready ($("$VENV/bin/python" --version))"
