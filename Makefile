@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup test lint demo bench lock dev-up dev-down
+.PHONY: help setup test lint demo bench bench-10m lock dev-up dev-down
 
 help:
 	@echo "make demo     set up and run a demo import end to end"
@@ -28,6 +28,10 @@ demo: setup
 
 bench: setup
 	$(PY) -m bench
+
+# The optional large run: 10M rows (~5.5 GB per file) under DuckDB's memory limit.
+bench-10m: setup
+	BENCH_ROWS=10000000 $(PY) -m bench
 
 # Regenerate requirements.lock after changing dependencies in pyproject.toml.
 lock:
