@@ -10,6 +10,9 @@ One pass writes, for a given row count N and seed:
   record of a varied kind (see ``INVALID_KINDS``); those slots count as rejected only.
 - ``update-50k.csv`` / ``update-100k.csv``: the first 50,000 / 100,000 records of
   ``update.csv`` (Elastic Path's per-file maximum, and the pydantic baseline's sample).
+- ``invalid-records.csv``: ``record,line,kind`` of every invalid record of ``update.csv``
+  (0-based record number; the physical line where it starts, header = line 1), to check
+  the engine's error report;
 - ``manifest.json``: sizes, the per-kind invalid counts and the counts an import must
   report (``expected``), written last: a directory without it is incomplete.
 
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Bump when the generated content changes, so cached files are not reused silently.
-GEN_VERSION = 2
+GEN_VERSION = 3
 DEFAULT_SEED = 20261122
 
 COLUMNS = [
@@ -398,6 +401,8 @@ def generate(rows: int, out_dir: Path, seed: int = DEFAULT_SEED) -> dict:
     base_buf: list[str] = []
     upd_buf: list[str] = []
     kind_index = 0
+    line = 2  # physical line where the next update.csv record starts
+    invalid_records: list[tuple[int, int, str]] = []
     last_valid_sku = ""
     next_new = rows  # new products are numbered after the base ones
     group_parent = ""
@@ -430,6 +435,7 @@ def generate(rows: int, out_dir: Path, seed: int = DEFAULT_SEED) -> dict:
                 kind_index += 1
                 upd_line = corrupt(kind, upd_row, last_valid_sku)
                 category = "rejected"
+                invalid_records.append((update.expected.rows, line, kind))
                 position = update.expected.rows
                 for stats in [update, *subsets.values()]:
                     if position < subset_sizes.get(stats.path.name, rows):
@@ -447,6 +453,7 @@ def generate(rows: int, out_dir: Path, seed: int = DEFAULT_SEED) -> dict:
                     else:
                         stats.expected.created += 1
             upd_buf.append(upd_line)
+            line += upd_line.count("\n")
             update.expected.rows += 1
             setattr(update.expected, category, getattr(update.expected, category) + 1)
             base.expected.rows += 1
@@ -478,16 +485,33 @@ def generate(rows: int, out_dir: Path, seed: int = DEFAULT_SEED) -> dict:
         "columns": COLUMNS,
         "files": files,
         "expected_catalog_after_update": rows + update.expected.created,
+        "invalid_records": "invalid-records.csv",
         "generation_seconds": round(time.monotonic() - started, 2),
         "notes": (
             "update.csv merges into base.csv's catalog in upsert mode; subsets are "
             "imported into an empty catalog"
         ),
     }
+    with open(tmp / "invalid-records.csv", "w", encoding="utf-8", newline="") as handle:
+        handle.write("record,line,kind\n")
+        handle.writelines(f"{r},{number},{kind}\n" for r, number, kind in invalid_records)
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)
     return manifest
+
+
+def invalid_lines(directory: Path, records: int | None = None) -> dict[int, str]:
+    """Physical line -> kind of the invalid records among the first ``records`` records
+    of update.csv (the subsets are its prefixes, so their lines are the same)."""
+    with open(directory / "invalid-records.csv", encoding="utf-8", newline="") as handle:
+        next(handle)
+        found = {}
+        for text in handle:
+            record, line, kind = text.rstrip("\n").split(",", 2)
+            if records is None or int(record) < records:
+                found[int(line)] = kind
+        return found
 
 
 def data_dir(rows: int, seed: int = DEFAULT_SEED) -> Path:

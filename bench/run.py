@@ -27,7 +27,7 @@ from pathlib import Path
 
 import duckdb
 
-from bench import generate
+from bench import checks, generate
 from bench.measure import Measurement, run
 
 OUT = Path(os.environ.get("BENCH_OUT", Path(__file__).resolve().parent / "out"))
@@ -116,19 +116,18 @@ def result_of(measurement: Measurement) -> dict:
     return document
 
 
-def counts_check(document: dict, expected: dict) -> str:
-    got = document.get("counts", {})
-    diffs = [f"{k} {got.get(k)} (expected {v})" for k, v in expected.items() if got.get(k) != v]
-    return "counts as expected" if not diffs else "COUNTS DIFFER: " + ", ".join(diffs)
+def floor_argv(args: argparse.Namespace, source: Path, target: Path) -> list[str]:
+    argv = [sys.executable, "-m", "bench.floor", str(source), str(target)]
+    if args.memory_limit:
+        argv += ["--memory-limit", args.memory_limit]
+    return argv
 
 
 def floor_figure(args: argparse.Namespace, source: Path, rows: int, repeat: int) -> Figure:
     figure = Figure("floor: DuckDB read_csv -> Parquet (zstd)", rows)
     target = OUT / "tmp" / f"floor-{source.stem}.parquet"
     target.parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "bench.floor", str(source), str(target)]
-    if args.memory_limit:
-        argv += ["--memory-limit", args.memory_limit]
+    argv = floor_argv(args, source, target)
     for _ in range(repeat):
         figure.runs.append(run(argv).check())
         target.unlink(missing_ok=True)
@@ -179,7 +178,7 @@ def engine_figures(
     base.runs.append(engine_import(args, engine, directory / "base.csv", template, base.rows))
     document = result_of(base.best)
     base.detail = {"counts": document["counts"], "catalogVersion": document["catalogVersion"]}
-    base.note = counts_check(document, files["base.csv"]["expected"])
+    base.note = checks.counts(document, files["base.csv"]["expected"])
 
     update = Figure("engine: merge update.csv into the catalog", files["update.csv"]["rows"])
     for attempt in range(args.repeat):
@@ -193,7 +192,8 @@ def engine_figures(
             "catalogVersion": document["catalogVersion"],
             "errorsRef": document.get("errorsRef"),
         }
-        update.note = counts_check(document, files["update.csv"]["expected"])
+        update.note = checks.counts(document, files["update.csv"]["expected"])
+        update.note += "; " + checks.error_lines(work, document, generate.invalid_lines(directory))
         if not args.keep:
             shutil.rmtree(work)
     return base, update
@@ -212,9 +212,7 @@ def small_figures(
     stores = OUT / "stores" / "small"
     # Interleaved, so a burst of load on the shared machine hits both sides alike.
     for attempt in range(max(SMALL_REPEAT, args.repeat)):
-        floor.runs.append(
-            run([sys.executable, "-m", "bench.floor", str(source), str(target)]).check()
-        )
+        floor.runs.append(run(floor_argv(args, source, target)).check())
         target.unlink(missing_ok=True)
         if eng is not None and engine is not None:
             shutil.rmtree(stores, ignore_errors=True)
@@ -222,7 +220,10 @@ def small_figures(
             eng.runs.append(engine_import(args, engine, source, stores, eng.rows))
             document = result_of(eng.runs[-1])
             eng.detail = {"counts": document["counts"]}
-            eng.note = counts_check(document, info["expected"])
+            eng.note = checks.counts(document, info["expected"])
+            eng.note += "; " + checks.error_lines(
+                stores, document, generate.invalid_lines(directory, info["rows"])
+            )
     floor.detail = json.loads(floor.best.stdout)
     shutil.rmtree(stores, ignore_errors=True)
     return floor, eng

@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from bench.floor import read_csv_sql
-from bench.generate import COLUMNS, INVALID_KINDS, generate
+from bench.generate import COLUMNS, INVALID_KINDS, generate, invalid_lines
 
 ROWS = 10_000
 
@@ -98,3 +98,20 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
         generate(500, directory, seed=11)
         digests.append(hashlib.sha256((directory / "update.csv").read_bytes()).hexdigest())
     assert digests[0] == digests[1]
+
+
+def test_invalid_records_are_listed_at_the_line_where_they_start(
+    generated: tuple[Path, dict],
+) -> None:
+    directory, manifest = generated
+    lines = (directory / "update.csv").read_text(encoding="utf-8").split("\n")
+    invalid = invalid_lines(directory)
+    assert len(invalid) == manifest["files"]["update.csv"]["expected"]["rejected"]
+    for number in invalid:
+        # Line 1 is the header; each listed line opens a record with its SKU.
+        assert lines[number - 1].startswith("SKU-"), number
+    # The lines are physical ones: past the first multi-line description they exceed the
+    # record numbers, which a record-counting report would print instead.
+    with open(directory / "invalid-records.csv", encoding="utf-8") as handle:
+        listed = [row.split(",") for row in handle.read().splitlines()[1:]]
+    assert any(int(line) > int(record) + 2 for record, line, _ in listed)
