@@ -1,0 +1,177 @@
+"""Who is calling, and may they do this in that namespace?
+
+Two modes behind one interface:
+- static: bearer tokens from a file or Secret, each bound to a list of namespaces
+  (`*` = every namespace). For development and the local dev environment.
+- kubernetes: the API asks the cluster. TokenReview says who the bearer is,
+  SubjectAccessReview says whether they may `verb` productimports in the namespace, so
+  REST callers and kubectl users share one permission model (RBAC).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+import yaml
+from kubernetes import client as k8s
+
+from productimport.api.errors import ApiError
+from productimport.api.resources import GROUP, PLURAL
+
+log = logging.getLogger(__name__)
+
+WILDCARD = "*"
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    # Static mode: the namespaces the token is bound to. Kubernetes mode: empty (every
+    # check goes to SubjectAccessReview).
+    namespaces: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    uid: str = ""
+    extra: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def home_namespace(self) -> str | None:
+        """The namespace a route without one in its path acts in (the /pcm/ routes).
+
+        A static token's first concrete namespace; a ServiceAccount's own namespace.
+        """
+        for ns in self.namespaces:
+            if ns != WILDCARD:
+                return ns
+        prefix = "system:serviceaccount:"
+        if self.name.startswith(prefix):
+            return self.name[len(prefix) :].split(":", 1)[0]
+        return None
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, token: str) -> Principal: ...
+
+    async def authorize(self, principal: Principal, verb: str, namespace: str) -> None: ...
+
+
+def _forbidden(principal: Principal, verb: str, namespace: str) -> ApiError:
+    return ApiError(
+        403,
+        f"{principal.name!r} may not {verb} productimports in namespace {namespace!r}",
+        code="forbidden",
+    )
+
+
+def unauthenticated(detail: str) -> ApiError:
+    return ApiError(401, detail, code="unauthorized", headers={"WWW-Authenticate": "Bearer"})
+
+
+@dataclass(frozen=True)
+class StaticToken:
+    name: str
+    token: str
+    namespaces: tuple[str, ...]
+
+
+def parse_token_document(text: str) -> list[StaticToken]:
+    """`{"tokens": [{"name", "token", "namespaces"}]}` as YAML or JSON."""
+    doc = yaml.safe_load(text) or {}
+    entries = doc.get("tokens", []) if isinstance(doc, dict) else doc
+    tokens = []
+    for i, entry in enumerate(entries):
+        try:
+            token = str(entry["token"])
+            namespaces = tuple(str(n) for n in entry.get("namespaces", []))
+            name = str(entry.get("name") or f"token-{i}")
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"token entry {i} needs token and namespaces: {exc}") from exc
+        if not token or not namespaces:
+            raise ValueError(f"token entry {i} ({name}) has an empty token or no namespaces")
+        tokens.append(StaticToken(name=name, token=token, namespaces=namespaces))
+    return tokens
+
+
+class StaticTokenAuth:
+    def __init__(self, tokens: list[StaticToken]) -> None:
+        if not tokens:
+            raise ValueError("static auth mode needs at least one token")
+        self._tokens = tokens
+
+    @classmethod
+    def from_sources(cls, tokens_file: str | None, inline: str | None) -> StaticTokenAuth:
+        tokens: list[StaticToken] = []
+        if tokens_file:
+            tokens += parse_token_document(Path(tokens_file).read_text())
+        if inline:
+            tokens += parse_token_document(inline)
+        return cls(tokens)
+
+    async def authenticate(self, token: str) -> Principal:
+        # Compare against every token in constant time: no timing oracle on the prefix.
+        found: StaticToken | None = None
+        for candidate in self._tokens:
+            if hmac.compare_digest(candidate.token.encode(), token.encode()):
+                found = candidate
+        if found is None:
+            raise unauthenticated("the bearer token is not valid")
+        return Principal(name=found.name, namespaces=found.namespaces)
+
+    async def authorize(self, principal: Principal, verb: str, namespace: str) -> None:
+        if WILDCARD in principal.namespaces or namespace in principal.namespaces:
+            return
+        raise _forbidden(principal, verb, namespace)
+
+
+class KubernetesAuth:
+    """TokenReview + SubjectAccessReview. The API's own ServiceAccount needs
+    `create` on tokenreviews and subjectaccessreviews (system:auth-delegator)."""
+
+    def __init__(self, api_client: k8s.ApiClient, audiences: list[str] | None = None) -> None:
+        self._authn = k8s.AuthenticationV1Api(api_client)
+        self._authz = k8s.AuthorizationV1Api(api_client)
+        self._audiences = audiences
+
+    async def authenticate(self, token: str) -> Principal:
+        review = k8s.V1TokenReview(
+            spec=k8s.V1TokenReviewSpec(token=token, audiences=self._audiences)
+        )
+        result = await anyio.to_thread.run_sync(self._authn.create_token_review, review)
+        status = result.status
+        if not status or not status.authenticated or not status.user:
+            raise unauthenticated("the bearer token is not valid for this cluster")
+        user = status.user
+        return Principal(
+            name=user.username or "",
+            groups=tuple(user.groups or ()),
+            uid=user.uid or "",
+            extra={k: list(v) for k, v in (user.extra or {}).items()},
+        )
+
+    async def authorize(self, principal: Principal, verb: str, namespace: str) -> None:
+        review = k8s.V1SubjectAccessReview(
+            spec=k8s.V1SubjectAccessReviewSpec(
+                user=principal.name,
+                groups=list(principal.groups),
+                uid=principal.uid or None,
+                extra=principal.extra or None,
+                resource_attributes=k8s.V1ResourceAttributes(
+                    group=GROUP, resource=PLURAL, verb=verb, namespace=namespace
+                ),
+            )
+        )
+        result = await anyio.to_thread.run_sync(self._authz.create_subject_access_review, review)
+        if not (result.status and result.status.allowed):
+            log.info(
+                "denied %s %s in %s: %s",
+                principal.name,
+                verb,
+                namespace,
+                json.dumps(getattr(result.status, "reason", None)),
+            )
+            raise _forbidden(principal, verb, namespace)

@@ -1,0 +1,121 @@
+"""Read a catalog's current products for the API (docs/loader-contract.md layout).
+
+CURRENT -> versions/....json manifest -> snapshots/....parquet. Snapshots are immutable,
+so the Parquet file of the current version is downloaded once per version and queried
+with DuckDB (paging and key lookups without loading the catalog into Python).
+
+TODO(lead): switch to the productimport.engine catalog reader once it is exported.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from minio import Minio
+
+from productimport.api.settings import ApiSettings
+from productimport.api.storage import read_object
+from productimport.models.product import Product
+
+_HIDDEN = ("content_hash",)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: int
+    path: Path | None  # None: the empty catalog
+
+
+class CatalogReader:
+    def __init__(self, client: Minio, settings: ApiSettings, cache_dir: Path | None = None) -> None:
+        self._client = client
+        self._bucket = settings.catalog_bucket
+        prefix = settings.catalog_prefix.strip("/")
+        self._prefix = f"{prefix}/" if prefix else ""
+        self._dir = cache_dir or Path(tempfile.mkdtemp(prefix="productimport-api-snapshots-"))
+        self._lock = threading.Lock()
+
+    def _key(self, namespace: str, catalog: str, relative: str) -> str:
+        return f"{self._prefix}{namespace}/{catalog}/{relative}"
+
+    def current(self, namespace: str, catalog: str) -> Snapshot | None:
+        """None when the catalog has never been written."""
+        pointer = read_object(self._client, self._bucket, self._key(namespace, catalog, "CURRENT"))
+        if pointer is None:
+            return None
+        ref = json.loads(pointer)
+        manifest_raw = read_object(
+            self._client, self._bucket, self._key(namespace, catalog, ref["manifest"])
+        )
+        if manifest_raw is None:
+            return None
+        manifest = json.loads(manifest_raw)
+        version = int(manifest.get("version", ref.get("version", 0)))
+        snapshot = manifest.get("snapshot")
+        if not snapshot:
+            return Snapshot(version, None)
+        local = self._dir / namespace / catalog / Path(snapshot).name
+        with self._lock:
+            if not local.exists():
+                local.parent.mkdir(parents=True, exist_ok=True)
+                partial = local.with_suffix(".part")
+                self._client.fget_object(
+                    self._bucket, self._key(namespace, catalog, snapshot), str(partial)
+                )
+                partial.rename(local)
+                # Older versions of this catalog are never asked for again.
+                for old in local.parent.glob("*.parquet"):
+                    if old != local:
+                        old.unlink(missing_ok=True)
+        return Snapshot(version, local)
+
+    def page(self, snap: Snapshot, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+        if snap.path is None:
+            return 0, []
+        import duckdb  # imported lazily: the upload path never needs it
+
+        with duckdb.connect() as con:
+            source = f"read_parquet('{_quote(snap.path)}')"
+            (total,) = con.execute(f"SELECT count(*) FROM {source}").fetchone()  # type: ignore[misc]
+            cursor = con.execute(
+                f"SELECT * FROM {source} ORDER BY sku LIMIT ? OFFSET ?", [limit, offset]
+            )
+            return int(total), _rows(cursor)
+
+    def get(self, snap: Snapshot, sku: str) -> dict[str, Any] | None:
+        if snap.path is None:
+            return None
+        import duckdb
+
+        with duckdb.connect() as con:
+            cursor = con.execute(
+                f"SELECT * FROM read_parquet('{_quote(snap.path)}') WHERE sku = ?", [sku]
+            )
+            rows = _rows(cursor)
+        return rows[0] if rows else None
+
+
+def _quote(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _rows(cursor: Any) -> list[dict[str, Any]]:
+    names = [d[0] for d in cursor.description]
+    known = set(Product.model_fields)
+    out = []
+    for row in cursor.fetchall():
+        record = {n: v for n, v in zip(names, row, strict=True) if n not in _HIDDEN}
+        if isinstance(record.get("attributes"), list):  # older DuckDB MAP rendering
+            record["attributes"] = {k: v for k, v in record["attributes"]}
+        if record.get("attributes") is None:
+            record["attributes"] = {}
+        if record.get("tags") is None:
+            record["tags"] = []
+        product = Product.model_validate({k: v for k, v in record.items() if k in known})
+        out.append(product.model_dump(mode="json"))
+    return out

@@ -1,0 +1,1 @@
+"""The API's routers: native, SaaS-seed compatible, Elastic Path compatible, operations."""

@@ -1,0 +1,281 @@
+"""The native API: /api/v1/namespaces/{namespace}/catalogs/{catalog}/..."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from productimport.api.errors import ApiError
+from productimport.api.forms import NATIVE_BODY, NativeForm, parse_form
+from productimport.api.formstream import Limits
+from productimport.api.reports import open_report
+from productimport.api.resources import LABEL_CATALOG
+from productimport.api.security import CurrentPrincipal, Svc
+from productimport.api.storage import aiter_object
+from productimport.api.uploads import ImportOptions, upload_and_create
+from productimport.api.views import ImportView, view
+
+router = APIRouter(prefix="/api/v1", tags=["native"])
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+Namespace = Annotated[str, Path(pattern=DNS_LABEL, max_length=63, description="tenant")]
+Catalog = Annotated[str, Path(pattern=DNS_LABEL, max_length=63)]
+ImportName = Annotated[str, Path(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)]
+Sku = Annotated[str, Path(min_length=1, max_length=255)]
+
+
+class Counts(BaseModel):
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    rejected: int = 0
+
+
+class ImportAccepted(BaseModel):
+    name: str
+    namespace: str
+    catalog: str
+    uid: str
+    phase: str
+    statusUrl: str
+    errorsUrl: str
+    requestId: str | None = None
+
+
+class ImportStatus(BaseModel):
+    name: str
+    namespace: str
+    catalog: str
+    uid: str
+    phase: str = Field(description="Queued | Running | Succeeded | Failed | Cancelled")
+    reason: str | None = None
+    message: str | None = None
+    dryRun: bool = False
+    counts: Counts = Field(default_factory=Counts)
+    catalogVersion: int | None = None
+    conditions: list[dict[str, Any]] = Field(default_factory=list)
+    progress: dict[str, Any] | None = None
+    createdAt: str | None = None
+    startTime: str | None = None
+    completionTime: str | None = None
+    statusUrl: str
+    errorsUrl: str
+
+
+class ImportList(BaseModel):
+    items: list[ImportStatus]
+    total: int
+    limit: int
+    offset: int
+
+
+class ProductPage(BaseModel):
+    catalogVersion: int
+    items: list[dict[str, Any]]
+    total: int
+    limit: int
+    offset: int
+
+
+def _urls(imp: ImportView) -> tuple[str, str]:
+    base = f"/api/v1/namespaces/{imp.namespace}/catalogs/{imp.catalog}/imports/{imp.name}"
+    return base, f"{base}/errors"
+
+
+def status_of(imp: ImportView) -> ImportStatus:
+    status_url, errors_url = _urls(imp)
+    return ImportStatus(
+        name=imp.name,
+        namespace=imp.namespace,
+        catalog=imp.catalog,
+        uid=imp.uid,
+        phase=imp.phase,
+        reason=imp.reason,
+        message=imp.message,
+        dryRun=imp.dry_run,
+        counts=Counts(**{k: v for k, v in imp.counts.items() if k in Counts.model_fields}),
+        catalogVersion=imp.catalog_version,
+        conditions=imp.conditions,
+        progress=imp.progress,
+        createdAt=imp.created,
+        startTime=imp.started,
+        completionTime=imp.completed,
+        statusUrl=status_url,
+        errorsUrl=errors_url,
+    )
+
+
+def _native_options(fields: dict[str, str]) -> ImportOptions:
+    form = parse_form(NativeForm, fields)
+    return ImportOptions(
+        format=form.format, preset=form.preset, mode=form.mode, dry_run=form.dryRun
+    )
+
+
+@router.post(
+    "/namespaces/{namespace}/catalogs/{catalog}/imports",
+    status_code=202,
+    response_model=ImportAccepted,
+    openapi_extra=NATIVE_BODY,
+    summary="Upload a product file and start an import",
+    responses={413: {"description": "file over the size limit"}, 415: {}, 422: {}},
+)
+async def create_import(
+    request: Request, namespace: Namespace, catalog: Catalog, principal: CurrentPrincipal, svc: Svc
+) -> ImportAccepted:
+    await svc.auth.authorize(principal, "create", namespace)
+    limits = Limits(svc.settings.max_upload_bytes, max_drain=svc.settings.max_drain_bytes)
+    obj = await upload_and_create(
+        svc,
+        request,
+        principal,
+        namespace=namespace,
+        catalog=catalog,
+        api="native",
+        limits=limits,
+        read_options=_native_options,
+    )
+    imp = view(obj)
+    status_url, errors_url = _urls(imp)
+    return ImportAccepted(
+        name=imp.name,
+        namespace=namespace,
+        catalog=catalog,
+        uid=imp.uid,
+        phase=imp.phase,
+        statusUrl=status_url,
+        errorsUrl=errors_url,
+        requestId=imp.request_id,
+    )
+
+
+@router.get(
+    "/namespaces/{namespace}/catalogs/{catalog}/imports",
+    response_model=ImportList,
+    summary="List a catalog's imports, newest first",
+)
+async def list_imports(
+    namespace: Namespace,
+    catalog: Catalog,
+    principal: CurrentPrincipal,
+    svc: Svc,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ImportList:
+    await svc.auth.authorize(principal, "list", namespace)
+    objs = await svc.imports.list(namespace, f"{LABEL_CATALOG}={catalog}")
+    items = [status_of(view(o)) for o in objs[offset : offset + limit]]
+    return ImportList(items=items, total=len(objs), limit=limit, offset=offset)
+
+
+async def _get_import(svc: Svc, namespace: str, catalog: str, name: str) -> ImportView:
+    imp = view(await svc.imports.get(namespace, name))
+    if imp.catalog != catalog:
+        raise ApiError(404, f"import {name!r} not found in catalog {catalog!r}", code="not_found")
+    return imp
+
+
+@router.get(
+    "/namespaces/{namespace}/catalogs/{catalog}/imports/{name}",
+    response_model=ImportStatus,
+    summary="An import's phase, conditions, counts and timestamps",
+)
+async def get_import(
+    namespace: Namespace, catalog: Catalog, name: ImportName, principal: CurrentPrincipal, svc: Svc
+) -> ImportStatus:
+    await svc.auth.authorize(principal, "get", namespace)
+    return status_of(await _get_import(svc, namespace, catalog, name))
+
+
+@router.get(
+    "/namespaces/{namespace}/catalogs/{catalog}/imports/{name}/errors",
+    summary="The full row-level error report, streamed (CSV or JSON by Accept)",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            }
+        },
+        409: {"description": "the import has not finished"},
+    },
+)
+async def get_errors(
+    request: Request,
+    namespace: Namespace,
+    catalog: Catalog,
+    name: ImportName,
+    principal: CurrentPrincipal,
+    svc: Svc,
+) -> StreamingResponse:
+    await svc.auth.authorize(principal, "get", namespace)
+    imp = await _get_import(svc, namespace, catalog, name)
+    accept = request.headers.get("accept", "")
+    kind = "json" if "application/json" in accept and "text/csv" not in accept else "csv"
+    media = "application/json" if kind == "json" else "text/csv; charset=utf-8"
+    if not imp.terminal:
+        raise ApiError(
+            409, f"import {name!r} is {imp.phase}; the report comes at the end", code="not_finished"
+        )
+    response = await open_report(svc.minio, svc.settings, imp, kind)
+    headers = {"Content-Disposition": f'attachment; filename="{name}-errors.{kind}"'}
+    if response is None:
+        # No report: the import had nothing to reject (or failed before reading rows).
+        empty = b"[]" if kind == "json" else b"line,column,code,message,value\n"
+        return StreamingResponse(iter([empty]), media_type=media, headers=headers)
+    return StreamingResponse(aiter_object(response), media_type=media, headers=headers)
+
+
+@router.get(
+    "/namespaces/{namespace}/catalogs/{catalog}/products",
+    response_model=ProductPage,
+    summary="The catalog's current products, by SKU",
+)
+async def list_products(
+    namespace: Namespace,
+    catalog: Catalog,
+    principal: CurrentPrincipal,
+    svc: Svc,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ProductPage:
+    await svc.auth.authorize(principal, "get", namespace)
+    reader = request.app.state.catalogs
+    snap = await anyio.to_thread.run_sync(reader.current, namespace, catalog)
+    if snap is None:
+        return ProductPage(catalogVersion=0, items=[], total=0, limit=limit, offset=offset)
+    total, items = await anyio.to_thread.run_sync(reader.page, snap, limit, offset)
+    return ProductPage(
+        catalogVersion=snap.version, items=items, total=total, limit=limit, offset=offset
+    )
+
+
+@router.get(
+    "/namespaces/{namespace}/catalogs/{catalog}/products/{sku}",
+    summary="One product of the catalog's current version",
+)
+async def get_product(
+    namespace: Namespace,
+    catalog: Catalog,
+    sku: Sku,
+    principal: CurrentPrincipal,
+    svc: Svc,
+    request: Request,
+) -> dict[str, Any]:
+    await svc.auth.authorize(principal, "get", namespace)
+    reader = request.app.state.catalogs
+    snap = await anyio.to_thread.run_sync(reader.current, namespace, catalog)
+    product = None
+    if snap is not None:
+        product = await anyio.to_thread.run_sync(reader.get, snap, sku)
+    if product is None:
+        raise ApiError(404, f"no product with sku {sku!r} in catalog {catalog!r}", code="not_found")
+    return product

@@ -1,0 +1,260 @@
+"""The Elastic Path PCM compatible routes (/pcm/...), field for field as the seed and
+its published OpenAPI document (../shared/seeds/elasticpath-pim-openapi.yaml).
+
+There is no namespace in these paths: the token's home namespace is the store (a
+static token's first namespace, a ServiceAccount's own namespace), else the configured
+`pcm_namespace`; imports go to the configured `pcm_catalog` with the elasticpath preset.
+Job ids are the ProductImport's UID. Errors use the JSON:API envelope (errors.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Request
+from pydantic import BaseModel, Field
+
+from productimport.api.auth import Principal
+from productimport.api.errors import ApiError
+from productimport.api.forms import PCM_BODY
+from productimport.api.formstream import Limits
+from productimport.api.reports import load_error_records
+from productimport.api.resources import ANNOTATION_CANCEL
+from productimport.api.security import CurrentPrincipal, Svc
+from productimport.api.uploads import ImportOptions, upload_and_create
+from productimport.api.views import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, ImportView, view
+
+router = APIRouter(prefix="/pcm", tags=["elasticpath-compatible"])
+
+JobID = Annotated[
+    str, Path(min_length=1, max_length=64, description="A unique identifier for the job.")
+]
+
+_STATUS = {
+    QUEUED: "pending",
+    RUNNING: "started",
+    SUCCEEDED: "success",
+    FAILED: "failed",
+    CANCELLED: "cancelled",
+}
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Bad request. The request failed validation."},
+    401: {"description": "Missing or invalid bearer token."},
+    403: {"description": "The token may not act in this store."},
+    404: {"description": "Bad Request. Not Found."},
+    422: {"description": "Bad request. The request failed validation."},
+    500: {"description": "Internal server error. There was a system failure in the platform."},
+}
+
+
+class JobAttributes(BaseModel):
+    started_at: str | None = None
+    completed_at: str | None = None
+    created_at: str
+    updated_at: str
+    type: Literal["product-import"] = "product-import"
+    status: Literal["pending", "cancelled", "started", "success", "failed"]
+
+
+class JobMeta(BaseModel):
+    x_request_id: str | None = None
+
+
+class Job(BaseModel):
+    id: str
+    type: Literal["pim-job"] = "pim-job"
+    attributes: JobAttributes
+    meta: JobMeta
+
+
+class Single(BaseModel):
+    data: Job
+
+
+class Results(BaseModel):
+    total: int
+
+
+class MultiMeta(BaseModel):
+    results: Results
+
+
+class Multi(BaseModel):
+    data: list[Job]
+    meta: MultiMeta
+
+
+class JobErrorAttributes(BaseModel):
+    message: str
+
+
+class JobError(BaseModel):
+    type: Literal["pim-job-error"] = "pim-job-error"
+    id: str
+    attributes: JobErrorAttributes
+
+
+class JobErrors(BaseModel):
+    data: list[JobError] = Field(default_factory=list)
+
+
+def _status(imp: ImportView) -> str:
+    if imp.cancel_requested and imp.phase == QUEUED:
+        return "cancelled"
+    return _STATUS.get(imp.phase, "pending")
+
+
+def job_of(imp: ImportView) -> Job:
+    created = imp.created or ""
+    return Job(
+        id=imp.uid,
+        attributes=JobAttributes(
+            started_at=imp.started,
+            completed_at=imp.completed,
+            created_at=created,
+            updated_at=imp.updated or created,
+            status=_status(imp),  # type: ignore[arg-type]
+        ),
+        meta=JobMeta(x_request_id=imp.request_id),
+    )
+
+
+def store_namespace(svc: Svc, principal: Principal) -> str:
+    return principal.home_namespace or svc.settings.pcm_namespace
+
+
+async def _find(svc: Svc, principal: Principal, job_id: str, verb: str) -> ImportView:
+    namespace = store_namespace(svc, principal)
+    await svc.auth.authorize(principal, verb, namespace)
+    return view(await svc.imports.find_by_uid(namespace, job_id))
+
+
+def _pcm_options(fields: dict[str, str]) -> ImportOptions:
+    # The seed's import takes a CSV and nothing else.
+    return ImportOptions(format="csv", preset="elasticpath", mode="upsert")
+
+
+@router.post(
+    "/products/import",
+    status_code=201,
+    response_model=Single,
+    openapi_extra=PCM_BODY,
+    summary="Import Products",
+    responses={**_ERROR_RESPONSES, 413: {"description": "file over the size limit"}},
+)
+async def import_products(request: Request, principal: CurrentPrincipal, svc: Svc) -> Single:
+    namespace = store_namespace(svc, principal)
+    await svc.auth.authorize(principal, "create", namespace)
+    settings = svc.settings
+    obj = await upload_and_create(
+        svc,
+        request,
+        principal,
+        namespace=namespace,
+        catalog=settings.pcm_catalog,
+        api="pcm",
+        limits=Limits(
+            settings.pcm_max_bytes,
+            max_rows=settings.pcm_max_rows,
+            max_drain=settings.max_drain_bytes,
+        ),
+        read_options=_pcm_options,
+        # The seed answers content problems with 422 Failed Validation (it has no 415).
+        format_status={415: 422},
+    )
+    return Single(data=job_of(view(obj)))
+
+
+@router.get("/jobs", response_model=Multi, summary="Get All Jobs", responses=_ERROR_RESPONSES)
+async def get_all_jobs(principal: CurrentPrincipal, svc: Svc) -> Multi:
+    namespace = store_namespace(svc, principal)
+    await svc.auth.authorize(principal, "list", namespace)
+    jobs = [job_of(view(o)) for o in await svc.imports.list(namespace)]
+    return Multi(data=jobs, meta=MultiMeta(results=Results(total=len(jobs))))
+
+
+@router.get("/jobs/{jobID}", response_model=Single, summary="Get a Job", responses=_ERROR_RESPONSES)
+async def get_job(jobID: JobID, principal: CurrentPrincipal, svc: Svc) -> Single:
+    return Single(data=job_of(await _find(svc, principal, jobID, "get")))
+
+
+@router.post(
+    "/jobs/{jobID}/cancel",
+    response_model=Single,
+    summary="Cancel a Job",
+    description="Only jobs whose status is pending can be cancelled.",
+    responses=_ERROR_RESPONSES,
+)
+async def cancel_job(jobID: JobID, principal: CurrentPrincipal, svc: Svc) -> Single:
+    imp = await _find(svc, principal, jobID, "patch")
+    if imp.cancel_requested and imp.phase == QUEUED:
+        return Single(data=job_of(imp))
+    if imp.phase != QUEUED or imp.started:
+        raise ApiError(
+            422,
+            f"job {jobID} is {_status(imp)}; only pending jobs can be cancelled",
+            code="not_pending",
+        )
+    obj = await svc.imports.get(imp.namespace, imp.name)
+    try:
+        patched = await svc.imports.annotate(
+            imp.namespace,
+            imp.name,
+            {ANNOTATION_CANCEL: "true"},
+            obj["metadata"]["resourceVersion"],
+        )
+    except ApiError as exc:
+        if exc.status == 409:
+            raise ApiError(
+                422,
+                f"job {jobID} changed while cancelling; it is no longer pending",
+                code="not_pending",
+            ) from exc
+        raise
+    return Single(data=job_of(view(patched)))
+
+
+def _message(record: dict[str, Any]) -> str:
+    column = record.get("column")
+    text = str(record.get("message") or record.get("code") or "invalid row")
+    line = record.get("line")
+    where = f"data.attributes.{column}: " if column else ""
+    suffix = f" (line {line})" if line else ""
+    return f"{where}{text}{suffix}"
+
+
+@router.get(
+    "/jobs/{jobID}/errors",
+    response_model=JobErrors,
+    summary="Get Job Errors",
+    responses=_ERROR_RESPONSES,
+)
+async def get_job_errors(jobID: JobID, principal: CurrentPrincipal, svc: Svc) -> JobErrors:
+    imp = await _find(svc, principal, jobID, "get")
+    records = await load_error_records(svc.minio, svc.settings, imp) if imp.terminal else []
+    job_uuid = uuid.UUID(imp.uid) if _is_uuid(imp.uid) else uuid.NAMESPACE_URL
+    data = [
+        JobError(
+            id=str(uuid.uuid5(job_uuid, str(i))), attributes=JobErrorAttributes(message=_message(r))
+        )
+        for i, r in enumerate(records)
+    ]
+    if not data and imp.phase == FAILED and imp.message:
+        # A whole-file failure (unparseable, over the error policy) has no row records.
+        data.append(
+            JobError(
+                id=str(uuid.uuid5(job_uuid, "failure")),
+                attributes=JobErrorAttributes(message=imp.message),
+            )
+        )
+    return JobErrors(data=data)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True

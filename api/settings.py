@@ -1,0 +1,72 @@
+"""Settings of the upload API, read from the environment (pydantic-settings).
+
+Every variable is prefixed `PRODUCTIMPORT_API_`, except the MinIO connection, which uses
+the same `MINIO_*` variables as the loader (docs/loader-contract.md) so one Secret serves
+both.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class AuthMode(StrEnum):
+    static = "static"  # tokens from a file / Secret, each bound to namespaces (development)
+    kubernetes = "kubernetes"  # TokenReview + SubjectAccessReview against the cluster
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PRODUCTIMPORT_API_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "INFO"
+
+    auth_mode: AuthMode = AuthMode.static
+    # Static mode: a YAML/JSON file `{"tokens": [{"name", "token", "namespaces": [...]}]}`
+    # (a mounted Secret in a cluster), and/or the same document inline.
+    tokens_file: str | None = None
+    tokens: str | None = None
+
+    # Where the Kubernetes API is: a kubeconfig path, else in-cluster configuration.
+    kubeconfig: str | None = Field(
+        default=None, validation_alias=AliasChoices("PRODUCTIMPORT_API_KUBECONFIG", "KUBECONFIG")
+    )
+
+    # MinIO, shared with the loader.
+    minio_endpoint: str = Field(default="127.0.0.1:9000", validation_alias="MINIO_ENDPOINT")
+    minio_access_key: str = Field(default="minioadmin", validation_alias="MINIO_ACCESS_KEY")
+    minio_secret_key: str = Field(default="minioadmin", validation_alias="MINIO_SECRET_KEY")
+    minio_secure: bool = Field(default=False, validation_alias="MINIO_SECURE")
+    minio_region: str | None = Field(default=None, validation_alias="MINIO_REGION")
+
+    # Uploaded source files go here under generated keys.
+    upload_bucket: str = "uploads"
+    # The loader's store (`--store s3://BUCKET[/prefix]`): import reports and catalogs.
+    catalog_bucket: str = "catalog"
+    catalog_prefix: str = ""
+
+    # Uploads: the size limit is enforced while streaming. Part size x (in flight + 1) is
+    # the memory an upload can hold at once.
+    max_upload_bytes: int = 5 * 1024 * MiB
+    part_size: int = 8 * MiB
+    parts_in_flight: int = 2
+    # After the limit is hit the rest of the body is read and dropped (so the client sees
+    # the 413 instead of a reset connection), up to this many further bytes.
+    max_drain_bytes: int = 64 * MiB
+
+    # The Elastic Path compatible route: its own limits (the seed's 50,000 rows including
+    # the header, 50 MB), the catalog it imports into and the namespace used when the
+    # token does not name one.
+    pcm_max_rows: int = 50_000
+    pcm_max_bytes: int = 50 * 1000 * 1000
+    pcm_catalog: str = "main"
+    pcm_namespace: str = "default"
+
+    # The SaaS-compatible route: catalog used when `catalog_id` is absent.
+    saas_default_catalog: str = "main"

@@ -1,0 +1,169 @@
+"""The one upload flow behind all three API surfaces.
+
+Stream the form's file into MinIO under a generated key, check the declared format
+against the first bytes, then create the ProductImport. Any failure on the way aborts
+the multipart upload (or deletes the finished object): no orphan object, no resource.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+
+from productimport.api.auth import Principal
+from productimport.api.context import current_request_id
+from productimport.api.errors import ApiError
+from productimport.api.formstream import Limits, Upload, receive_upload
+from productimport.api.resources import (
+    ANNOTATION_FILENAME,
+    ANNOTATION_NOTIFY_EMAIL,
+    ANNOTATION_REQUEST_ID,
+    ANNOTATION_UPLOADED_BY,
+    GROUP,
+    KIND,
+    LABEL_API,
+    LABEL_CATALOG,
+    VERSION,
+)
+from productimport.api.services import Services
+from productimport.api.sniff import FormatError, check_format
+from productimport.api.storage import MultipartWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImportOptions:
+    """What the client asked for, read from the form fields once the stream has ended
+    (fields may follow the file in the body)."""
+
+    format: str | None = None
+    preset: str | None = None
+    mode: str | None = None
+    dry_run: bool = False
+    notify_email: bool | None = None
+    extra_annotations: dict[str, str] = field(default_factory=dict)
+
+
+def object_key(namespace: str, catalog: str, now: datetime) -> str:
+    # Generated, never the client's file name: no path tricks, no collisions.
+    return f"{namespace}/{catalog}/{now:%Y/%m/%d}/{uuid.uuid4()}.upload"
+
+
+def _annotation_safe(text: str, limit: int = 253) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)[:limit]
+
+
+def build_resource(
+    namespace: str,
+    catalog: str,
+    api: str,
+    bucket: str,
+    key: str,
+    fmt: str,
+    options: ImportOptions,
+    upload: Upload,
+    principal: Principal,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "catalog": catalog,
+        "source": {"object": {"bucket": bucket, "key": key}},
+        "format": fmt,
+        "dryRun": options.dry_run,
+    }
+    if options.preset:
+        spec["preset"] = options.preset
+    if options.mode:
+        spec["mode"] = options.mode
+    annotations = {
+        ANNOTATION_REQUEST_ID: current_request_id(),
+        ANNOTATION_UPLOADED_BY: _annotation_safe(principal.name),
+        **options.extra_annotations,
+    }
+    if upload.filename:
+        annotations[ANNOTATION_FILENAME] = _annotation_safe(upload.filename)
+    if options.notify_email is not None:
+        annotations[ANNOTATION_NOTIFY_EMAIL] = str(options.notify_email).lower()
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {
+            "generateName": f"{catalog[:40]}-",
+            "namespace": namespace,
+            "labels": {LABEL_CATALOG: catalog, LABEL_API: api},
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }
+
+
+async def upload_and_create(
+    svc: Services,
+    request: Request,
+    principal: Principal,
+    *,
+    namespace: str,
+    catalog: str,
+    api: str,
+    limits: Limits,
+    read_options: Callable[[dict[str, str]], ImportOptions],
+    format_status: dict[int, int] | None = None,
+) -> dict[str, Any]:
+    """Returns the created ProductImport. `format_status` remaps the 415/422 of the
+    format check for surfaces with their own status codes."""
+    settings = svc.settings
+    bucket = settings.upload_bucket
+    key = object_key(namespace, catalog, datetime.now(UTC))
+    writer = MultipartWriter(
+        svc.minio,
+        svc.part_pool,
+        bucket,
+        key,
+        part_size=settings.part_size,
+        parts_in_flight=settings.parts_in_flight,
+    )
+
+    async def open_sink() -> MultipartWriter:
+        return writer
+
+    metrics = svc.metrics
+    metrics.uploads_in_progress.inc()
+    created = False
+    try:
+        upload = await receive_upload(request, limits, open_sink)
+        options = read_options(upload.fields)
+        try:
+            fmt, _gz = check_format(options.format, upload.filename, upload.head)
+        except FormatError as exc:
+            status = (format_status or {}).get(exc.status, exc.status)
+            raise ApiError(status, exc.detail, code="unsupported_format") from exc
+        await writer.finish()
+        body = build_resource(namespace, catalog, api, bucket, key, fmt, options, upload, principal)
+        obj = await svc.imports.create(namespace, body)
+        created = True
+    except ApiError as exc:
+        metrics.uploads_rejected.labels(api, str(exc.status)).inc()
+        raise
+    finally:
+        metrics.uploads_in_progress.dec()
+        if not created:
+            await writer.abort()
+    metrics.upload_bytes.labels(api).inc(upload.size)
+    metrics.imports_created.labels(api).inc()
+    log.info(
+        "stored %d bytes at s3://%s/%s as %s; created %s/%s (uid %s)",
+        upload.size,
+        bucket,
+        key,
+        fmt,
+        namespace,
+        obj["metadata"]["name"],
+        obj["metadata"]["uid"],
+    )
+    return obj
