@@ -91,8 +91,8 @@ def engine_command(args: argparse.Namespace) -> list[str] | None:
     candidate = args.engine or str(Path(sys.executable).with_name("productimport"))
     if not Path(candidate).exists():
         return None
-    probe = run([candidate, "import", "--help"])
-    return [candidate] if probe.returncode == 0 else None
+    probe = run([candidate, "--help"])
+    return [candidate] if probe.returncode == 0 and "import" in probe.stdout else None
 
 
 def engine_import(
