@@ -1,0 +1,265 @@
+"""The `productimport` command: the same engine on a laptop and inside the import Job."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from productimport.engine.catalog import Catalog
+from productimport.engine.errors import EXIT_BAD_DATA, EXIT_UNEXPECTED, ImportFailure
+from productimport.engine.objectstore import open_store
+from productimport.engine.options import (
+    CsvOptions,
+    ErrorPolicy,
+    ImportOptions,
+    InputFormat,
+    Mode,
+    Preset,
+)
+from productimport.engine.products import list_products
+from productimport.engine.progress import ProgressReporter
+from productimport.engine.runner import run_import
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Bulk product-catalog imports with DuckDB."
+)
+products_app = typer.Typer(no_args_is_help=True, help="Read products from a catalog.")
+catalog_app = typer.Typer(no_args_is_help=True, help="Catalog versions and rollback.")
+app.add_typer(products_app, name="products")
+app.add_typer(catalog_app, name="catalog")
+
+err = Console(stderr=True)
+out = Console()
+
+CatalogOpt = Annotated[str, typer.Option("--catalog", "-c", help="Target catalog name.")]
+NamespaceOpt = Annotated[str, typer.Option("--namespace", "-n", help="Namespace (tenant).")]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Catalog store: a directory, or s3://BUCKET[/prefix] for MinIO "
+        "(default: $PRODUCTIMPORT_STORE or ./.productimport-store).",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+
+def _fail_usage(message: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"phase": "Failed", "reason": "InvalidOptions", "message": message}))
+    else:
+        err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(EXIT_BAD_DATA)
+
+
+@app.command("import")
+def import_command(
+    source: Annotated[str, typer.Argument(help="A file path, s3://bucket/key or https:// URL.")],
+    catalog: CatalogOpt,
+    namespace: NamespaceOpt = "default",
+    store: StoreOpt = None,
+    format: Annotated[InputFormat | None, typer.Option(help="Default: from the name.")] = None,
+    preset: Annotated[Preset, typer.Option(help="Column mapping preset.")] = Preset.native,
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option(help="COLUMN=FIELD override (repeatable); FIELD 'ignore' drops a column."),
+    ] = None,
+    mode: Annotated[Mode, typer.Option(help="upsert, create, update or replace.")] = Mode.upsert,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and diff only.")] = False,
+    import_id: Annotated[str | None, typer.Option(help="Idempotency key.")] = None,
+    max_errors: Annotated[
+        int | None, typer.Option(help="Fail above this many rejected rows.")
+    ] = 1000,
+    max_error_ratio: Annotated[
+        float | None, typer.Option(help="Fail above this share of rejected rows.")
+    ] = 0.05,
+    delimiter: Annotated[str | None, typer.Option(help="CSV delimiter (default: sniffed).")] = None,
+    quote: Annotated[str, typer.Option(help="CSV quote character.")] = '"',
+    escape: Annotated[str | None, typer.Option(help="CSV escape (default: the quote).")] = None,
+    encoding: Annotated[str, typer.Option(help="utf-8 (BOM ok) or latin-1.")] = "utf-8",
+    header: Annotated[bool, typer.Option("--header/--no-header")] = True,
+    gzip: Annotated[
+        bool | None, typer.Option("--gzip/--no-gzip", help="Default: from the content.")
+    ] = None,
+    memory_limit: Annotated[str | None, typer.Option(help="DuckDB memory limit, e.g. 1GB.")] = None,
+    threads: Annotated[int | None, typer.Option(help="DuckDB threads.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import a product file into a catalog."""
+    pairs = {}
+    for item in mapping or []:
+        column, sep, field = item.rpartition("=")
+        if not sep or not column:
+            _fail_usage(f"--mapping takes COLUMN=FIELD, got {item!r}", as_json)
+        pairs[column] = field
+    try:
+        options = ImportOptions(
+            source=source,
+            catalog=catalog,
+            namespace=namespace,
+            store=store,
+            format=format,
+            gzip=gzip,
+            preset=preset,
+            mapping=pairs,
+            mode=mode,
+            dry_run=dry_run,
+            csv=CsvOptions(
+                delimiter=delimiter, quote=quote, escape=escape, encoding=encoding, header=header
+            ),
+            error_policy=ErrorPolicy(maxErrors=max_errors, maxErrorRatio=max_error_ratio),
+            memory_limit=memory_limit,
+            threads=threads,
+            **({"import_id": import_id} if import_id else {}),
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        _fail_usage(problems, as_json)
+        return
+
+    with err.status("starting", spinner="dots") as status:
+
+        def show(stage: str, rows: int | None, note: str | None) -> None:
+            label = f"{stage}" + (f" ({rows:,} rows)" if rows is not None else "")
+            status.update(label)
+            if note:
+                err.print(note)
+
+        progress = ProgressReporter(on_change=show)
+        try:
+            result, code = run_import(options, progress=progress)
+        except ImportFailure as failure:  # failures before a result could be written
+            result, code = None, failure.exit_code
+            message, reason = failure.message, failure.reason
+        except Exception as exc:
+            result, code = None, EXIT_UNEXPECTED
+            message, reason = f"unexpected error: {exc!r}", "InternalError"
+    if result is None:
+        if as_json:
+            print(json.dumps({"phase": "Failed", "reason": reason, "message": message}))
+        else:
+            err.print(f"[red]Failed[/red] ({reason}): {message}")
+        raise typer.Exit(code)
+    if as_json:
+        print(result.model_dump_json())
+    else:
+        colour = "green" if result.phase == "Succeeded" else "red"
+        out.print(f"[{colour}]{result.phase}[/{colour}] ({result.reason}): {result.message}")
+        c = result.counts
+        table = Table(
+            "rows", "created", "updated", "unchanged", "deleted", "rejected", "catalog version"
+        )
+        table.add_row(
+            *(
+                str(v)
+                for v in (
+                    c.rows,
+                    c.created,
+                    c.updated,
+                    c.unchanged,
+                    c.deleted,
+                    c.rejected,
+                    result.catalogVersion,
+                )
+            )
+        )
+        out.print(table)
+        for e in result.errors:
+            out.print(escape(f"  line {e.line} [{e.code}] {e.column or ''}: {e.message}"))
+        if result.counts.rejected:
+            out.print(f"full error report: {result.errorsRef}")
+    raise typer.Exit(code)
+
+
+@products_app.command("list")
+def products_list(
+    catalog: CatalogOpt,
+    namespace: NamespaceOpt = "default",
+    store: StoreOpt = None,
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    version: Annotated[int | None, typer.Option(help="Default: the current version.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List products (ordered by SKU)."""
+    products, total = list_products(
+        Catalog(open_store(store), namespace, catalog), offset=offset, limit=limit, version=version
+    )
+    if as_json:
+        print(json.dumps(products, default=str))
+        return
+    table = Table("sku", "name", "status", "price", "parent", title=f"{total} products")
+    for p in products:
+        table.add_row(
+            p["sku"],
+            p["name"] or "",
+            p["status"] or "",
+            "" if p["price"] is None else f"{p['price']:g} {p['currency'] or ''}",
+            p["parent_sku"] or "",
+        )
+    out.print(table)
+
+
+@catalog_app.command("versions")
+def catalog_versions(
+    catalog: CatalogOpt,
+    namespace: NamespaceOpt = "default",
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the catalog's versions, newest first."""
+    history = list(Catalog(open_store(store), namespace, catalog).history())
+    if as_json:
+        print(json.dumps([m.model_dump(mode="json") for m in history]))
+        return
+    table = Table("version", "products", "import", "created", "note")
+    for m in history:
+        note = f"rollback to {m.rollbackOf}" if m.rollbackOf else ""
+        table.add_row(
+            str(m.version),
+            str(m.products),
+            m.importId or "",
+            m.createdAt.isoformat(timespec="seconds"),
+            note,
+        )
+    out.print(table)
+
+
+@catalog_app.command("rollback")
+def catalog_rollback(
+    catalog: CatalogOpt,
+    to: Annotated[int, typer.Option("--to", help="The version to make current again.")],
+    namespace: NamespaceOpt = "default",
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make an earlier version current again (recorded as a new version)."""
+    try:
+        manifest = Catalog(open_store(store), namespace, catalog).rollback(to)
+    except ImportFailure as failure:
+        _fail_usage(failure.message, as_json)
+        return
+    if as_json:
+        print(manifest.model_dump_json())
+    else:
+        out.print(
+            f"catalog {namespace}/{catalog} is now version {manifest.version} "
+            f"(the products of version {to})"
+        )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

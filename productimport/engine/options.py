@@ -1,0 +1,90 @@
+"""What an import is asked to do: the engine's options, shared by the CLI and the Job."""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class InputFormat(StrEnum):
+    csv = "csv"
+    json = "json"
+    jsonl = "jsonl"
+
+
+class Preset(StrEnum):
+    native = "native"
+    elasticpath = "elasticpath"
+    shopify = "shopify"
+    woocommerce = "woocommerce"
+
+
+class Mode(StrEnum):
+    upsert = "upsert"  # create new SKUs, update existing ones
+    create = "create"  # existing SKUs are rejected
+    update = "update"  # unknown SKUs are rejected
+    replace = "replace"  # upsert, then delete products missing from the file (opt-in)
+
+
+class CsvOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    delimiter: str | None = Field(None, description="None: sniffed from the header line")
+    quote: str = '"'
+    escape: str | None = Field(None, description="None: the quote character (RFC 4180)")
+    encoding: str = "utf-8"
+    header: bool = True
+
+    @field_validator("delimiter", "quote", "escape")
+    @classmethod
+    def _single_character(cls, value: str | None) -> str | None:
+        if value is not None and len(value) != 1:
+            raise ValueError("must be exactly one character")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        normal = value.lower().replace("_", "-")
+        aliases = {
+            "utf8": "utf-8",
+            "utf-8-sig": "utf-8",
+            "latin1": "latin-1",
+            "iso-8859-1": "latin-1",
+            "iso8859-1": "latin-1",
+        }
+        normal = aliases.get(normal, normal)
+        if normal not in ("utf-8", "latin-1"):
+            raise ValueError("supported encodings: utf-8 (with or without BOM), latin-1")
+        return normal
+
+
+class ErrorPolicy(BaseModel):
+    """When rejected rows fail the import as a whole (either limit is enough)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    maxErrors: int | None = Field(1000, ge=0)
+    maxErrorRatio: float | None = Field(0.05, ge=0, le=1)
+
+
+class ImportOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    catalog: str
+    namespace: str = "default"
+    store: str | None = None
+    format: InputFormat | None = None
+    gzip: bool | None = None
+    preset: Preset = Preset.native
+    mapping: dict[str, str] = Field(default_factory=dict, description="source column -> field")
+    mode: Mode = Mode.upsert
+    dry_run: bool = False
+    import_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+    error_policy: ErrorPolicy = Field(default_factory=ErrorPolicy)
+    memory_limit: str | None = Field(None, description="DuckDB memory_limit, e.g. 512MB")
+    threads: int | None = Field(None, ge=1)

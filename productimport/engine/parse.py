@@ -1,0 +1,222 @@
+"""Reading a source file into DuckDB: table `raw(rn, c0 .. cN)`, every value VARCHAR.
+
+Columns are named by position (c0, c1, ...) so that any header text, including
+duplicates, odd case and stray whitespace, is safe in SQL; `headers` keeps the names as
+written. Malformed CSV records (wrong column count, broken quoting) are captured by
+DuckDB's `store_rejects` with their record number, never silently dropped or padded.
+JSON Lines are read one line per record, so a malformed line is an error record too.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+from dataclasses import dataclass, field
+
+import duckdb
+
+from productimport.engine.errors import ParseError
+from productimport.engine.options import CsvOptions, InputFormat
+from productimport.engine.source import LocalSource, open_bytes
+
+DELIMITER_CANDIDATES = [",", ";", "\t", "|"]
+
+
+@dataclass
+class Malformed:
+    """A record DuckDB could not parse into the header's columns."""
+
+    record: int  # 1-based data-record number (header excluded)
+    column: str | None
+    message: str
+    text: str
+
+
+@dataclass
+class RawTable:
+    headers: list[str]
+    rows: int
+    malformed: list[Malformed] = field(default_factory=list)
+    delimiter: str | None = None
+
+
+def sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _first_record(source: LocalSource, options: CsvOptions) -> tuple[str, str]:
+    """The header line (decoded, BOM removed) and the newline style."""
+    with open_bytes(source.path, source.gzip) as handle:
+        head = handle.read(1 << 20)
+    if not head.strip():
+        raise ParseError(f"{source.name} is empty")
+    newline = "\r\n" if b"\r\n" in head.split(b"\n", 1)[0] + b"\n" else "\n"
+    encoding = "utf-8-sig" if options.encoding == "utf-8" else options.encoding
+    text = codecs.decode(head, encoding, errors="replace")
+    return text, newline
+
+
+def _sniff_delimiter(first_line: str, quote: str) -> str:
+    counts = {}
+    for candidate in DELIMITER_CANDIDATES:
+        inside, count = False, 0
+        for char in first_line:
+            if char == quote:
+                inside = not inside
+            elif char == candidate and not inside:
+                count += 1
+        counts[candidate] = count
+    best = max(counts, key=lambda c: counts[c])
+    return best if counts[best] else ","
+
+
+def read_csv(con: duckdb.DuckDBPyConnection, source: LocalSource, options: CsvOptions) -> RawTable:
+    text, newline = _first_record(source, options)
+    first_line = text.split("\n", 1)[0].rstrip("\r")
+    delimiter = options.delimiter or _sniff_delimiter(first_line, options.quote)
+    escape = options.escape or options.quote
+    reader = csv.reader(
+        io.StringIO(text),
+        delimiter=delimiter,
+        quotechar=options.quote,
+        escapechar=None if escape == options.quote else escape,
+    )
+    try:
+        header_row = next(reader)
+    except (StopIteration, csv.Error) as exc:
+        raise ParseError(f"{source.name}: cannot read the header line: {exc}") from exc
+    if options.header:
+        headers = [name.strip() for name in header_row]
+        if not any(headers):
+            raise ParseError(f"{source.name}: the header line is empty")
+    else:
+        headers = [f"column{i + 1}" for i in range(len(header_row))]
+    columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(headers))) + "}"
+    params = {
+        "columns": columns,
+        "header": "true" if options.header else "false",
+        "auto_detect": "false",
+        "delim": sql_string(delimiter),
+        "quote": sql_string(options.quote),
+        "escape": sql_string(escape),
+        # DuckDB spells newline styles as escapes, not as the characters themselves.
+        "new_line": "'\\r\\n'" if newline == "\r\n" else "'\\n'",
+        "encoding": sql_string(options.encoding),
+        "compression": sql_string("gzip" if source.gzip else "none"),
+        "store_rejects": "true",
+        "rejects_table": "'reject_errors'",
+        "rejects_scan": "'reject_scans'",
+        # strict_mode is DuckDB's default; setting it explicitly made DuckDB 2.0 return
+        # zero rows, silently, for a CRLF file without a final newline.
+    }
+    args = ", ".join(f"{k}={v}" for k, v in params.items())
+    try:
+        con.execute(
+            f"CREATE TEMP TABLE raw AS SELECT row_number() OVER () AS rn, * "
+            f"FROM read_csv({sql_string(str(source.path))}, {args})"
+        )
+    except duckdb.Error as exc:
+        raise ParseError(f"{source.name} could not be parsed as CSV: {_first_line(exc)}") from exc
+    header_offset = 1 if options.header else 0
+
+    def header_of(column: str | None) -> str | None:
+        # DuckDB names our positional columns (c0, c1, ...); users know the headers.
+        if column and column.startswith("c") and column[1:].isdigit():
+            return headers[int(column[1:])] if int(column[1:]) < len(headers) else None
+        return column
+
+    malformed = [
+        Malformed(record=line - header_offset, column=header_of(column), message=message, text=text)
+        for line, column, message, text in con.execute(
+            """
+            SELECT line, any_value(column_name ORDER BY byte_position),
+                   string_agg(DISTINCT error_message, '; '), any_value(csv_line)
+            FROM reject_errors GROUP BY line ORDER BY line
+            """
+        ).fetchall()
+    ]
+    rows = con.execute("SELECT count(*) FROM raw").fetchone()[0]  # type: ignore[index]
+    if rows == 0 and not malformed and _has_data_after_header(text, options.header):
+        # Never report "0 rows, success" for a file that visibly holds rows.
+        raise ParseError(
+            f"{source.name}: no rows could be read although the file holds data; "
+            f"check the delimiter ({delimiter!r}), quote and encoding options"
+        )
+    return RawTable(headers=headers, rows=rows, malformed=malformed, delimiter=delimiter)
+
+
+def _has_data_after_header(text: str, header: bool) -> bool:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return len(lines) > (1 if header else 0)
+
+
+def read_json(con: duckdb.DuckDBPyConnection, source: LocalSource) -> RawTable:
+    """JSON (an array of objects) or JSON Lines (one object per line)."""
+    path = sql_string(str(source.path))
+    compression = sql_string("gzip" if source.gzip else "none")
+    try:
+        if source.format is InputFormat.json:
+            con.execute(
+                f"CREATE TEMP TABLE jdocs AS SELECT row_number() OVER () AS rn, json AS doc "
+                f"FROM read_json({path}, format='array', records=false, "
+                f"compression={compression}, maximum_object_size=67108864)"
+            )
+        else:
+            # One VARCHAR per line: a raw 0x1E can never occur in valid JSON text, so no
+            # line is split, and quoting is off so quotes mean nothing to the reader.
+            con.execute(
+                f"CREATE TEMP TABLE jdocs AS SELECT row_number() OVER () AS rn, line AS doc "
+                f"FROM read_csv({path}, columns={{'line': 'VARCHAR'}}, header=false, "
+                f"auto_detect=false, delim='\x1e', quote='', escape='', "
+                f"compression={compression}, store_rejects=true, "
+                f"rejects_table='reject_errors', rejects_scan='reject_scans')"
+            )
+    except duckdb.Error as exc:
+        raise ParseError(f"{source.name} is not valid JSON: {_first_line(exc)}") from exc
+    malformed = [
+        Malformed(record=rn, column=None, message=message, text=doc or "")
+        for rn, doc, message in con.execute(
+            """
+            SELECT rn, doc, CASE WHEN NOT json_valid(doc) THEN 'not valid JSON'
+                                 ELSE 'expected a JSON object, found ' || json_type(doc::JSON) END
+            FROM jdocs
+            WHERE NOT json_valid(doc) OR json_type(doc::JSON) <> 'OBJECT'
+            ORDER BY rn
+            """
+        ).fetchall()
+    ]
+    keys = [
+        key
+        for (key,) in con.execute(
+            """
+            SELECT key FROM (
+                SELECT unnest(json_keys(doc::JSON)) AS key, rn FROM jdocs
+                WHERE json_valid(doc) AND json_type(doc::JSON) = 'OBJECT'
+            ) GROUP BY key ORDER BY min(rn), key
+            """
+        ).fetchall()
+    ]
+    if not keys and not malformed:
+        raise ParseError(f"{source.name} holds no JSON objects")
+    selects = ", ".join(
+        f"json_extract_string(doc::JSON, {sql_string(_json_path(key))}) AS c{i}"
+        for i, key in enumerate(keys)
+    )
+    # Valid rows are renumbered densely, exactly as DuckDB numbers accepted CSV rows, so
+    # the same record mapping serves both formats.
+    con.execute(
+        f"CREATE TEMP TABLE raw AS SELECT row_number() OVER (ORDER BY rn) AS rn"
+        f"{', ' + selects if selects else ''} FROM jdocs "
+        f"WHERE json_valid(doc) AND json_type(doc::JSON) = 'OBJECT'"
+    )
+    rows = con.execute("SELECT count(*) FROM raw").fetchone()[0]  # type: ignore[index]
+    return RawTable(headers=keys, rows=rows, malformed=malformed)
+
+
+def _json_path(key: str) -> str:
+    return '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().split("\n", 1)[0]

@@ -1,0 +1,389 @@
+"""One import, start to finish: fetch, parse, validate, merge, commit, report.
+
+The file is parsed and projected once; validation against the catalog, the merge and
+the commit run in a loop that starts again from the new current version when another
+writer moved the catalog pointer first (optimistic concurrency).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from productimport.engine.catalog import Catalog
+from productimport.engine.errors import (
+    CommitConflict,
+    ErrorPolicyExceeded,
+    ImportFailure,
+    InvalidOptions,
+    ParseError,
+    PreconditionFailed,
+)
+from productimport.engine.lines import record_start_lines, records_for_valid_rows
+from productimport.engine.merge import build_keyed, load_current, merge
+from productimport.engine.objectstore import ObjectStore, open_store
+from productimport.engine.options import ImportOptions, InputFormat, Mode
+from productimport.engine.parse import RawTable, read_csv, read_json, sql_string
+from productimport.engine.presets import project
+from productimport.engine.progress import ProgressReporter
+from productimport.engine.source import LocalSource, describe, fetch
+from productimport.engine.validate import build_row_errors, typed_sql
+from productimport.models.product import ErrorRecord, ImportCounts, ImportResult
+
+INLINE_ERRORS = 10
+VALUE_LIMIT = 200
+COMMIT_ATTEMPTS = 5
+
+
+def _reused_result(catalog: Catalog, import_id: str) -> ImportResult | None:
+    """Idempotency: a committed import id is never applied twice."""
+    stored = catalog.store.get_with_etag(catalog.key(f"imports/{import_id}/result.json"))
+    if stored is not None:
+        result = ImportResult.model_validate_json(stored[0])
+        if result.phase == "Succeeded" and not result.dryRun:
+            return result
+    manifest = catalog.find_import(import_id)
+    if manifest is None:
+        return None
+    # Committed, but the run was killed before it wrote its result: rebuild it.
+    counts = manifest.counts or ImportCounts()
+    return ImportResult(
+        importId=import_id,
+        namespace=catalog.namespace,
+        catalog=catalog.name,
+        phase="Succeeded",
+        reason="ImportSucceeded",
+        message=summary(counts) + f"; committed as version {manifest.version}",
+        counts=counts,
+        catalogVersion=manifest.version,
+        errorsRef=catalog.ref(f"imports/{import_id}/errors.csv"),
+        completedAt=manifest.createdAt,
+    )
+
+
+def summary(counts: ImportCounts) -> str:
+    return (
+        f"{counts.rows} rows: {counts.created} created, {counts.updated} updated, "
+        f"{counts.unchanged} unchanged, {counts.deleted} deleted, {counts.rejected} rejected"
+    )
+
+
+class ImportRun:
+    def __init__(
+        self,
+        options: ImportOptions,
+        store: ObjectStore | None = None,
+        progress: ProgressReporter | None = None,
+    ) -> None:
+        self.options = options
+        self.store = store or open_store(options.store)
+        self.catalog = Catalog(self.store, options.namespace, options.catalog)
+        self.progress = progress or ProgressReporter()
+        self.started = datetime.now(UTC)
+        self.prefix = f"imports/{options.import_id}"
+
+    # -- public ----------------------------------------------------------------------
+    def run(self) -> ImportResult:
+        self.progress.attach(self.catalog, self.options.import_id)
+        reused = (
+            None if self.options.dry_run else _reused_result(self.catalog, self.options.import_id)
+        )
+        if reused is not None:
+            self._write_result(reused)
+            self.progress.stage("done")
+            return reused
+        with tempfile.TemporaryDirectory(prefix="productimport-") as tmp:
+            workdir = Path(tmp)
+            con = self._connect(workdir)
+            try:
+                result = self._run(con, workdir)
+            except ImportFailure as failure:
+                result = self._failed(failure.reason, failure.message)
+                self._write_result(result)
+                self.progress.stage("done")
+                raise _WithResult(failure, result) from failure
+            finally:
+                con.close()
+        self._write_result(result)
+        self.progress.stage("done")
+        return result
+
+    # -- steps -----------------------------------------------------------------------
+    def _connect(self, workdir: Path) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(config={"temp_directory": str(workdir / "duckdb-spill")})
+        if self.options.memory_limit:
+            con.execute(f"SET memory_limit = {sql_string(self.options.memory_limit)}")
+        if self.options.threads:
+            con.execute(f"SET threads = {int(self.options.threads)}")
+        return con
+
+    def _read(self, con: duckdb.DuckDBPyConnection, workdir: Path) -> tuple[LocalSource, RawTable]:
+        self.progress.stage("reading")
+        path, name = fetch(self.options.source, workdir)
+        source = describe(path, name, self.options.format, self.options.gzip)
+        if source.format is InputFormat.csv:
+            raw = read_csv(con, source, self.options.csv)
+        else:
+            raw = read_json(con, source)
+        self.progress.stage("validating", rows=raw.rows + len(raw.malformed))
+        return source, raw
+
+    def _run(self, con: duckdb.DuckDBPyConnection, workdir: Path) -> ImportResult:
+        source, raw = self._read(con, workdir)
+        projection = project(self.options.preset, raw.headers, self.options.mapping)
+        try:
+            con.execute(f"CREATE TEMP TABLE staged AS {projection.sql}")
+        except duckdb.Error as exc:
+            raise ParseError(f"cannot map the file's columns: {exc}") from exc
+        con.execute(f"CREATE TEMP VIEW typed AS {typed_sql(projection)}")
+        staged_rows = con.execute("SELECT count(*) FROM staged").fetchone()[0]  # type: ignore[index]
+
+        for _attempt in range(COMMIT_ATTEMPTS):
+            head, etag = self.catalog.head()
+            snapshot = workdir / "current.parquet"
+            has_current = self.catalog.download_snapshot(head, snapshot)
+            load_current(con, snapshot if has_current else None)
+            build_keyed(con, projection)
+            build_row_errors(con, projection, self.options.mode, has_current)
+            errors = self._error_records(con, source, raw)
+            rejected_rows = con.execute("SELECT count(DISTINCT rn) FROM row_errors").fetchone()[0]  # type: ignore[index]
+            counts = ImportCounts(
+                rows=staged_rows + len(raw.malformed), rejected=rejected_rows + len(raw.malformed)
+            )
+            self._last_counts = counts
+            errors_ref = self._write_errors(con, workdir, errors)
+            self._check_policy(counts)
+            self.progress.stage("merging", rows=counts.rows)
+            target = workdir / "next.parquet"
+            merged = merge(con, projection, self.options.mode, self.options.import_id, target)
+            counts.created, counts.updated = merged.created, merged.updated
+            counts.unchanged, counts.deleted = merged.unchanged, merged.deleted
+            version = head.version if head else 0
+            changed = counts.created or counts.updated or counts.deleted
+            if self.options.dry_run or not changed:
+                return self._succeeded(
+                    counts,
+                    version,
+                    errors_ref,
+                    errors,
+                    note="dry run, nothing committed"
+                    if self.options.dry_run
+                    else "catalog unchanged",
+                )
+            self.progress.stage("committing", rows=counts.rows)
+            try:
+                manifest = self.catalog.commit(
+                    head,
+                    etag,
+                    target,
+                    products=merged.products,
+                    import_id=self.options.import_id,
+                    counts=counts,
+                )
+            except PreconditionFailed:
+                self.progress.note("another import committed first; merging again")
+                continue
+            return self._succeeded(
+                counts,
+                manifest.version,
+                errors_ref,
+                errors,
+                note=f"committed as version {manifest.version}",
+            )
+        raise CommitConflict(
+            f"the catalog kept changing under this import ({COMMIT_ATTEMPTS} attempts)"
+        )
+
+    def _check_policy(self, counts: ImportCounts) -> None:
+        policy = self.options.error_policy
+        if counts.rows == 0:
+            if self.options.mode is Mode.replace:
+                raise InvalidOptions(
+                    "replace mode with a file of no rows would delete the whole catalog; refusing"
+                )
+            return
+        if counts.rejected == counts.rows:
+            raise ErrorPolicyExceeded(f"all {counts.rows} rows were rejected; see the error report")
+        if policy.maxErrors is not None and counts.rejected > policy.maxErrors:
+            raise ErrorPolicyExceeded(
+                f"{counts.rejected} of {counts.rows} rows were rejected, more than "
+                f"maxErrors={policy.maxErrors}; nothing was imported"
+            )
+        ratio = counts.rejected / counts.rows
+        if policy.maxErrorRatio is not None and ratio > policy.maxErrorRatio:
+            raise ErrorPolicyExceeded(
+                f"{counts.rejected} of {counts.rows} rows ({ratio:.1%}) were rejected, more "
+                f"than maxErrorRatio={policy.maxErrorRatio:g}; nothing was imported"
+            )
+
+    # -- error records ---------------------------------------------------------------
+    def _error_records(
+        self, con: duckdb.DuckDBPyConnection, source: LocalSource, raw: RawTable
+    ) -> list[ErrorRecord]:
+        """All error records, sorted by line, with physical line numbers."""
+        rows = con.execute(
+            "SELECT rn, column_name, code, message, value, ref_rn FROM row_errors ORDER BY rn, code"
+        ).fetchall()
+        malformed_records = [m.record for m in raw.malformed]
+        valid_rows = {r[0] for r in rows} | {r[5] for r in rows if r[5] is not None}
+        record_of = records_for_valid_rows(valid_rows, malformed_records)
+        spans = {m.record: m.text.rstrip("\r\n").count("\n") + 1 for m in raw.malformed}
+        line_of = self._lines(source, list(record_of.values()) + malformed_records, spans)
+        records: list[tuple[int, ErrorRecord]] = []
+        for m in raw.malformed:
+            line = line_of(m.record)
+            records.append(
+                (
+                    line,
+                    ErrorRecord(
+                        line=line,
+                        column=m.column,
+                        code="malformed_row",
+                        message=f"the row could not be parsed: {m.message}",
+                        value=_truncate(m.text),
+                    ),
+                )
+            )
+        for rn, column, code, message, value, ref_rn in rows:
+            line = line_of(record_of[rn])
+            if ref_rn is not None:
+                message = message.replace("{ref_line}", str(line_of(record_of[ref_rn])))
+            records.append(
+                (
+                    line,
+                    ErrorRecord(
+                        line=line, column=column, code=code, message=message, value=_truncate(value)
+                    ),
+                )
+            )
+        records.sort(key=lambda item: item[0])
+        return [record for _, record in records]
+
+    def _lines(self, source: LocalSource, records: list[int], spans: dict[int, int]):
+        """record number -> physical line (JSON arrays: the element's position)."""
+        if source.format is InputFormat.json or not records:
+            return lambda record: record
+        header = 1 if (source.format is InputFormat.csv and self.options.csv.header) else 0
+        quote = self.options.csv.quote if source.format is InputFormat.csv else None
+        escape = self.options.csv.escape if source.format is InputFormat.csv else None
+        starts = record_start_lines(
+            source.path,
+            compressed=source.gzip,
+            quote=quote,
+            escape=escape,
+            wanted=[r - 1 + header for r in records],
+            spans={r - 1 + header: n for r, n in spans.items()},
+        )
+        return lambda record: starts.get(record - 1 + header, record + header)
+
+    def _write_errors(
+        self, con: duckdb.DuckDBPyConnection, workdir: Path, errors: list[ErrorRecord]
+    ) -> str:
+        csv_path, json_path = workdir / "errors.csv", workdir / "errors.json"
+        with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["line", "column", "code", "message", "value"])
+            for e in errors:
+                writer.writerow([e.line, e.column or "", e.code, e.message, e.value or ""])
+        with open(json_path, "w", encoding="utf-8") as handle:
+            json.dump([e.model_dump() for e in errors], handle, ensure_ascii=False)
+        self.store.upload(self.catalog.key(f"{self.prefix}/errors.csv"), csv_path, "text/csv")
+        self.store.upload(
+            self.catalog.key(f"{self.prefix}/errors.json"), json_path, "application/json"
+        )
+        self._last_errors = errors
+        return self.catalog.ref(f"{self.prefix}/errors.csv")
+
+    # -- results ---------------------------------------------------------------------
+    def _succeeded(
+        self,
+        counts: ImportCounts,
+        version: int,
+        errors_ref: str,
+        errors: list[ErrorRecord],
+        note: str,
+    ) -> ImportResult:
+        return ImportResult(
+            importId=self.options.import_id,
+            namespace=self.catalog.namespace,
+            catalog=self.catalog.name,
+            phase="Succeeded",
+            reason="ImportSucceeded",
+            message=f"{summary(counts)}; {note}",
+            dryRun=self.options.dry_run,
+            mode=self.options.mode.value,
+            counts=counts,
+            catalogVersion=version,
+            errorsRef=errors_ref,
+            errors=errors[:INLINE_ERRORS],
+            startedAt=self.started,
+            completedAt=datetime.now(UTC),
+        )
+
+    def _failed(self, reason: str, message: str) -> ImportResult:
+        errors = getattr(self, "_last_errors", [])
+        head_version = 0
+        try:
+            head, _ = self.catalog.head()
+            head_version = head.version if head else 0
+        except ImportFailure:
+            pass
+        return ImportResult(
+            importId=self.options.import_id,
+            namespace=self.catalog.namespace,
+            catalog=self.catalog.name,
+            phase="Failed",
+            reason=reason,
+            message=message,
+            dryRun=self.options.dry_run,
+            mode=self.options.mode.value,
+            counts=getattr(self, "_last_counts", ImportCounts()),
+            catalogVersion=head_version,
+            errorsRef=self.catalog.ref(f"{self.prefix}/errors.csv") if errors else None,
+            errors=errors[:INLINE_ERRORS],
+            startedAt=self.started,
+            completedAt=datetime.now(UTC),
+        )
+
+    def _write_result(self, result: ImportResult) -> None:
+        try:
+            self.store.put(
+                self.catalog.key(f"{self.prefix}/result.json"),
+                result.model_dump_json(indent=2).encode(),
+                "application/json",
+            )
+        except ImportFailure:
+            if result.phase == "Succeeded":
+                raise
+
+
+class _WithResult(Exception):
+    """An ImportFailure together with the result document written for it."""
+
+    def __init__(self, failure: ImportFailure, result: ImportResult) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+        self.result = result
+
+
+def _truncate(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return value if len(value) <= VALUE_LIMIT else value[: VALUE_LIMIT - 1] + "…"
+
+
+def run_import(
+    options: ImportOptions,
+    store: ObjectStore | None = None,
+    progress: ProgressReporter | None = None,
+) -> tuple[ImportResult, int]:
+    """Run an import; return its result and the process exit code (see errors.py)."""
+    try:
+        return ImportRun(options, store, progress).run(), 0
+    except _WithResult as failed:
+        return failed.result, failed.failure.exit_code

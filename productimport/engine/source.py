@@ -1,0 +1,114 @@
+"""Getting the source file onto local disk, and telling its format and compression."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+
+from productimport.engine.errors import InvalidOptions, SourceNotFound, SourceUnreachable
+from productimport.engine.objectstore import fetch_s3_object
+from productimport.engine.options import InputFormat
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class LocalSource:
+    path: Path
+    format: InputFormat
+    gzip: bool
+    name: str  # what the user gave, for messages
+
+
+def fetch(source: str, workdir: Path) -> tuple[Path, str]:
+    """Return a local path for `source` (a path, s3://bucket/key or an http(s) URL)."""
+    scheme = urlparse(source).scheme
+    name = Path(urlparse(source).path).name or "source"
+    if scheme == "s3":
+        target = workdir / f"source-{name}"
+        fetch_s3_object(source, target)
+        return target, name
+    if scheme in ("http", "https"):
+        target = workdir / f"source-{name}"
+        _download(source, target)
+        return target, name
+    if scheme and len(scheme) > 1:
+        raise InvalidOptions(f"unsupported source scheme {scheme!r}: use a path, s3:// or https://")
+    path = Path(source)
+    if not path.is_file():
+        raise SourceNotFound(f"source file {source} does not exist")
+    return path, path.name
+
+
+def _download(url: str, target: Path) -> None:
+    try:
+        with httpx.stream("GET", url, follow_redirects=True, timeout=30.0) as response:
+            if response.status_code in (404, 410):
+                raise SourceNotFound(f"source URL {url} answered {response.status_code}")
+            if response.status_code >= 500 or response.status_code == 429:
+                raise SourceUnreachable(f"source URL {url} answered {response.status_code}")
+            if response.status_code >= 400:
+                raise SourceNotFound(
+                    f"source URL {url} answered {response.status_code} {response.reason_phrase}"
+                )
+            with open(target, "wb") as out:
+                for chunk in response.iter_bytes(1 << 20):
+                    out.write(chunk)
+    except httpx.HTTPError as exc:
+        raise SourceUnreachable(f"source URL {url} is unreachable: {exc}") from exc
+
+
+def _format_from_name(name: str) -> InputFormat | None:
+    lowered = name.lower().removesuffix(".gz").removesuffix(".gzip")
+    suffix = lowered.rsplit(".", 1)[-1] if "." in lowered else ""
+    return {
+        "csv": InputFormat.csv,
+        "tsv": InputFormat.csv,
+        "txt": InputFormat.csv,
+        "json": InputFormat.json,
+        "jsonl": InputFormat.jsonl,
+        "ndjson": InputFormat.jsonl,
+    }.get(suffix)
+
+
+@contextlib.contextmanager
+def open_bytes(path: Path, compressed: bool) -> Iterator[io.BufferedIOBase]:
+    """The file's bytes, decompressed when needed."""
+    opener = gzip.open if compressed else open
+    with opener(path, "rb") as handle:  # type: ignore[operator]
+        yield handle  # type: ignore[misc]
+
+
+def describe(
+    path: Path, name: str, fmt: InputFormat | None, compressed: bool | None
+) -> LocalSource:
+    """Decide format and compression: explicit options first, then name, then content."""
+    with open(path, "rb") as handle:
+        magic = handle.read(2)
+    is_gzip = compressed if compressed is not None else magic == GZIP_MAGIC
+    if is_gzip and magic != GZIP_MAGIC:
+        raise InvalidOptions(f"{name} was declared gzip-compressed but is not")
+    fmt = fmt or _format_from_name(name)
+    if fmt is None:
+        with open_bytes(path, is_gzip) as handle:
+            head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+        fmt = {b"[": InputFormat.json, b"{": InputFormat.jsonl}.get(head[:1], InputFormat.csv)
+    return LocalSource(path=path, format=fmt, gzip=is_gzip, name=name)
+
+
+def decompressed_copy(source: LocalSource, workdir: Path) -> Path:
+    """A plain copy of a gzip source (for the line scanner's second pass)."""
+    if not source.gzip:
+        return source.path
+    target = workdir / "source-decompressed"
+    with open_bytes(source.path, True) as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    return target
