@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape as escape_markup
 from rich.table import Table
 
 from productimport.engine.catalog import Catalog
@@ -171,7 +172,7 @@ def import_command(
         )
         out.print(table)
         for e in result.errors:
-            out.print(escape(f"  line {e.line} [{e.code}] {e.column or ''}: {e.message}"))
+            out.print(escape_markup(f"  line {e.line} [{e.code}] {e.column or ''}: {e.message}"))
         if result.counts.rejected:
             out.print(f"full error report: {result.errorsRef}")
     raise typer.Exit(code)

@@ -16,7 +16,9 @@ and recomputes. Version history is the chain of manifests from CURRENT via `pare
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -27,6 +29,19 @@ from pydantic import BaseModel, Field
 from productimport.engine.errors import InvalidOptions, PreconditionFailed
 from productimport.engine.objectstore import ObjectStore
 from productimport.models.product import ImportCounts
+
+FAILPOINT_ENV = "PRODUCTIMPORT_FAILPOINT"
+
+
+def failpoint(name: str) -> None:
+    """Crash here, hard, when PRODUCTIMPORT_FAILPOINT names this point.
+
+    Lets tests prove that a process killed at the worst moment of a commit leaves the
+    catalog intact; SIGKILL runs no cleanup, exactly like the OOM killer.
+    """
+    if os.environ.get(FAILPOINT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 
@@ -126,6 +141,7 @@ class Catalog:
         if snapshot is not None:
             snapshot_key = f"snapshots/{unique}.parquet"
             self.store.upload(self.key(snapshot_key), snapshot, "application/vnd.apache.parquet")
+            failpoint("after-snapshot-upload")
         manifest = Manifest(
             version=version,
             key=f"versions/{unique}.json",
@@ -141,8 +157,10 @@ class Catalog:
             self.key(manifest.key), manifest.model_dump_json().encode(), "application/json"
         )
         pointer = json.dumps({"version": version, "manifest": manifest.key}).encode()
+        failpoint("before-pointer-move")
         # The linearisation point: only one writer can move CURRENT from parent_etag.
         self.store.put_if(self.key("CURRENT"), pointer, parent_etag)
+        failpoint("after-pointer-move")
         return manifest
 
     def rollback(self, to_version: int) -> Manifest:

@@ -32,7 +32,7 @@ from productimport.engine.parse import RawTable, read_csv, read_json, sql_string
 from productimport.engine.presets import project
 from productimport.engine.progress import ProgressReporter
 from productimport.engine.source import LocalSource, describe, fetch
-from productimport.engine.validate import build_row_errors, typed_sql
+from productimport.engine.validate import RAW_OF, build_row_errors, typed_sql
 from productimport.models.product import ErrorRecord, ImportCounts, ImportResult
 
 INLINE_ERRORS = 10
@@ -136,6 +136,14 @@ class ImportRun:
     def _run(self, con: duckdb.DuckDBPyConnection, workdir: Path) -> ImportResult:
         source, raw = self._read(con, workdir)
         projection = project(self.options.preset, raw.headers, self.options.mapping)
+        missing = [f for f in projection.required if RAW_OF.get(f, f) not in projection.present]
+        if missing and raw.rows:
+            raise ParseError(
+                f"the file has no column for the required field(s) "
+                f"{', '.join(repr(f) for f in missing)} under the {self.options.preset.value} "
+                f"preset (columns: {', '.join(raw.headers)}); map one with --mapping "
+                f"COLUMN=FIELD or choose another preset"
+            )
         try:
             con.execute(f"CREATE TEMP TABLE staged AS {projection.sql}")
         except duckdb.Error as exc:
@@ -387,3 +395,17 @@ def run_import(
         return ImportRun(options, store, progress).run(), 0
     except _WithResult as failed:
         return failed.result, failed.failure.exit_code
+    except ImportFailure as failure:  # before a catalog could even be opened
+        now = datetime.now(UTC)
+        return ImportResult(
+            importId=options.import_id,
+            namespace=options.namespace,
+            catalog=options.catalog,
+            phase="Failed",
+            reason=failure.reason,
+            message=failure.message,
+            dryRun=options.dry_run,
+            mode=options.mode.value,
+            startedAt=now,
+            completedAt=now,
+        ), failure.exit_code

@@ -1,0 +1,243 @@
+"""Catalog semantics: modes, counts, dry run, idempotency, rollback, atomicity, races."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from productimport.engine.errors import PreconditionFailed
+
+HEADER = "sku,name,price\n"
+
+
+def rows(*items: tuple[str, str, str]) -> str:
+    return HEADER + "".join(",".join(item) + "\n" for item in items)
+
+
+@pytest.fixture
+def seeded(engine):
+    engine.run(
+        engine.write("base.csv", rows(("A", "Alpha", "1"), ("B", "Beta", "2"), ("C", "Gamma", "3")))
+    )
+    return engine
+
+
+def test_upsert_counts_created_updated_unchanged(seeded):
+    result = seeded.run(
+        seeded.write("u.csv", rows(("A", "Alpha", "1"), ("B", "Beta", "9"), ("D", "Delta", "4")))
+    )
+    c = result.counts
+    assert (c.rows, c.created, c.updated, c.unchanged, c.deleted, c.rejected) == (3, 1, 1, 1, 0, 0)
+    assert result.catalogVersion == 2
+    assert set(seeded.products()) == {"A", "B", "C", "D"}
+
+
+def test_unchanged_file_creates_no_new_version(seeded):
+    result = seeded.run(seeded.write("same.csv", rows(("A", "Alpha", "1"))))
+    assert result.counts.unchanged == 1 and result.catalogVersion == 1
+    assert len(list(seeded.catalog().history())) == 1
+
+
+def test_absent_columns_keep_existing_values(seeded):
+    seeded.run(seeded.write("names.csv", "sku,name\nA,Renamed\n"))
+    assert seeded.products()["A"]["name"] == "Renamed"
+    assert seeded.products()["A"]["price"] == 1  # the file had no price column
+
+
+def test_product_id_is_stable_across_updates(seeded):
+    before = seeded.products()["B"]["id"]
+    seeded.run(seeded.write("u.csv", rows(("B", "Beta 2", "2"))))
+    assert seeded.products()["B"]["id"] == before
+
+
+def test_create_mode_rejects_existing_skus(seeded):
+    result = seeded.run(
+        seeded.write("c.csv", rows(("A", "Again", "1"), ("E", "Eps", "5"))),
+        mode="create",
+        error_policy={"maxErrorRatio": 1},
+    )
+    assert [e.code for e in result.errors] == ["sku_exists"]
+    assert (result.counts.created, result.counts.rejected) == (1, 1)
+    assert seeded.products()["A"]["name"] == "Alpha"
+
+
+def test_update_mode_rejects_unknown_skus(seeded):
+    result = seeded.run(
+        seeded.write("u.csv", rows(("A", "Alpha 2", "1"), ("Z", "Zed", "5"))),
+        mode="update",
+        error_policy={"maxErrorRatio": 1},
+    )
+    assert [e.code for e in result.errors] == ["sku_not_found"]
+    assert "Z" not in seeded.products()
+
+
+def test_replace_deletes_missing_products_but_never_one_with_a_rejected_row(seeded):
+    content = rows(("A", "Alpha", "1"), ("B", "Beta", "-2"))  # B's row is invalid
+    result = seeded.run(
+        seeded.write("r.csv", content), mode="replace", error_policy={"maxErrorRatio": 1}
+    )
+    assert (result.counts.deleted, result.counts.rejected) == (1, 1)
+    assert set(seeded.products()) == {"A", "B"}  # C deleted, B kept as it was
+    assert seeded.products()["B"]["price"] == 2
+
+
+def test_replace_with_an_empty_file_is_refused(seeded):
+    result, code = seeded.run_with_code(seeded.write("empty.csv", HEADER), mode="replace")
+    assert result.phase == "Failed" and code == 65
+    assert len(seeded.products()) == 3
+
+
+def test_dry_run_computes_counts_and_commits_nothing(seeded):
+    result = seeded.run(
+        seeded.write("u.csv", rows(("A", "New", "1"), ("N", "New", "1"))), dry_run=True
+    )
+    assert (result.counts.created, result.counts.updated, result.dryRun) == (1, 1, True)
+    assert result.catalogVersion == 1
+    assert "N" not in seeded.products() and seeded.products()["A"]["name"] == "Alpha"
+
+
+def test_same_import_id_is_applied_once(seeded):
+    path = seeded.write("u.csv", rows(("A", "Alpha", "10")))
+    first = seeded.run(path, import_id="job-1")
+    # Someone else changes A in between; re-running job-1 must not re-apply it.
+    seeded.run(seeded.write("v.csv", rows(("A", "Alpha", "20"))))
+    again = seeded.run(path, import_id="job-1")
+    assert again.catalogVersion == first.catalogVersion == 2
+    assert again.counts == first.counts
+    assert seeded.products()["A"]["price"] == 20
+
+
+def test_rollback_makes_an_earlier_version_current_as_a_new_version(seeded):
+    seeded.run(seeded.write("u.csv", rows(("A", "Changed", "1"))))
+    manifest = seeded.catalog().rollback(1)
+    assert manifest.version == 3 and manifest.rollbackOf == 1
+    assert seeded.products()["A"]["name"] == "Alpha"
+    assert [m.version for m in seeded.catalog().history()] == [3, 2, 1]
+
+
+def test_stale_pointer_write_is_refused(seeded):
+    catalog = seeded.catalog()
+    head, etag = catalog.head()
+    catalog.commit(
+        head, etag, None, products=3, import_id="x", counts=None, reuse_snapshot=head.snapshot
+    )
+    with pytest.raises(PreconditionFailed):
+        catalog.commit(
+            head, etag, None, products=3, import_id="y", counts=None, reuse_snapshot=head.snapshot
+        )
+
+
+def test_concurrent_imports_lose_no_update(engine):
+    files = [
+        engine.write(f"part{i}.csv", rows(*[(f"P{i}-{j}", "n", "1") for j in range(50)]))
+        for i in range(4)
+    ]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda f: engine.run(f), files))
+    assert all(r.phase == "Succeeded" for r in results)
+    assert sorted(r.catalogVersion for r in results) == [1, 2, 3, 4]
+    assert len(engine.products()) == 200
+
+
+@pytest.mark.parametrize("point", ["after-snapshot-upload", "before-pointer-move"])
+def test_sigkill_mid_commit_leaves_the_previous_version_intact(seeded, point):
+    before = seeded.products()
+    path = seeded.write("u.csv", rows(("A", "Killed", "1"), ("K", "Killed", "1")))
+    done = seeded.cli(
+        "import",
+        str(path),
+        "--catalog",
+        "main",
+        "--store",
+        str(seeded.store.root),
+        env={"PRODUCTIMPORT_FAILPOINT": point},
+    )
+    assert done.returncode == -9  # SIGKILL, no cleanup ran
+    assert seeded.catalog().head()[0].version == 1
+    assert seeded.products() == before
+    # The next import works normally on top of the intact version.
+    assert seeded.run(path).catalogVersion == 2
+
+
+def test_killed_after_pointer_move_is_not_applied_twice_on_retry(seeded):
+    path = seeded.write("u.csv", rows(("A", "Once", "1")))
+    args = [
+        "import",
+        str(path),
+        "--catalog",
+        "main",
+        "--store",
+        str(seeded.store.root),
+        "--import-id",
+        "retry-me",
+    ]
+    killed = seeded.cli(*args, env={"PRODUCTIMPORT_FAILPOINT": "after-pointer-move"})
+    assert killed.returncode == -9
+    result, code = seeded.cli_json(*args)  # the Job's retry
+    assert code == 0 and result["catalogVersion"] == 2 and result["counts"]["updated"] == 1
+    assert [m.version for m in seeded.catalog().history()] == [2, 1]
+
+
+def test_cli_json_contract_and_exit_codes(engine):
+    good = engine.write("g.csv", rows(("A", "Alpha", "1")))
+    result, code = engine.cli_json(
+        "import", str(good), "--catalog", "main", "--store", str(engine.store.root)
+    )
+    assert code == 0
+    assert {"phase", "counts", "catalogVersion", "errorsRef", "message"} <= set(result)
+    assert set(result["counts"]) == {
+        "rows",
+        "created",
+        "updated",
+        "unchanged",
+        "deleted",
+        "rejected",
+    }
+    missing, code = engine.cli_json(
+        "import",
+        str(engine.root / "nope.csv"),
+        "--catalog",
+        "main",
+        "--store",
+        str(engine.store.root),
+    )
+    assert (missing["phase"], missing["reason"], code) == ("Failed", "SourceNotFound", 66)
+    bad = engine.write("b.csv", rows(("A", "Alpha", "-1")))
+    failed, code = engine.cli_json(
+        "import", str(bad), "--catalog", "main", "--store", str(engine.store.root)
+    )
+    assert (failed["phase"], code) == ("Failed", 65)
+
+
+def test_cli_products_versions_and_rollback(seeded):
+    store = ["--catalog", "main", "--store", str(seeded.store.root)]
+    seeded.run(seeded.write("u.csv", rows(("A", "Changed", "1"))))
+    products, code = seeded.cli_json("products", "list", *store)
+    assert code == 0 and [p["sku"] for p in products] == ["A", "B", "C"]
+    versions, _ = seeded.cli_json("catalog", "versions", *store)
+    assert [v["version"] for v in versions] == [2, 1]
+    rolled, code = seeded.cli_json("catalog", "rollback", "--to", "1", *store)
+    assert code == 0 and rolled["version"] == 3
+    human = seeded.cli("products", "list", *store)
+    assert "Alpha" in human.stdout
+
+
+def test_catalog_name_rules_are_enforced(engine):
+    result, code = engine.run_with_code(
+        engine.write("g.csv", rows(("A", "Alpha", "1"))), catalog="Bad/Name"
+    )
+    assert (result.phase, result.reason, code) == ("Failed", "InvalidOptions", 65)
+    assert "not a valid name" in result.message
+
+
+def test_python_m_entry_point_exists():
+    done = subprocess.run(
+        [sys.executable, "-m", "productimport.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0 and "import" in done.stdout

@@ -1,0 +1,115 @@
+"""Input formats: CSV dialects and encodings, JSON, JSON Lines, gzip."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+HEADER = "sku,name,price,currency,description\n"
+
+
+def test_semicolon_delimiter_is_sniffed(engine):
+    path = engine.write("p.csv", "sku;name;price\nA;Alpha;1,5\nB;Beta;2\n")
+    result = engine.run(path, error_policy={"maxErrorRatio": 1})
+    # '1,5' is not a decimal here: a decimal comma is rejected, not silently misread.
+    assert result.counts.created == 1
+    assert result.errors[0].code == "invalid_number"
+    assert result.errors[0].line == 2
+
+
+def test_explicit_tab_delimiter(engine):
+    path = engine.write("p.tsv", "sku\tname\nA\tAlpha, with comma\n")
+    engine.run(path, csv={"delimiter": "\t"})
+    assert engine.products()["A"]["name"] == "Alpha, with comma"
+
+
+def test_latin1_accents_survive(engine):
+    path = engine.write("p.csv", "sku,name\nC1,Crème brûlée à la française\n", encoding="latin-1")
+    result = engine.run(path, csv={"encoding": "latin-1"})
+    assert result.phase == "Succeeded"
+    assert engine.products()["C1"]["name"] == "Crème brûlée à la française"
+
+
+def test_utf8_bom_does_not_leak_into_the_first_header(engine):
+    path = engine.write("p.csv", "\ufeffsku,name\nA,Ä\n")
+    result = engine.run(path)
+    assert result.counts.created == 1, result.errors
+    assert engine.products()["A"]["name"] == "Ä"
+
+
+def test_crlf_and_quoted_multiline_fields(engine):
+    path = engine.write(
+        "p.csv",
+        'sku,name,description\r\nA,Alpha,"first line\r\nsecond, with comma"\r\nB,"Beta ""B""",x',
+    )
+    engine.run(path)
+    products = engine.products()
+    assert products["A"]["description"] == "first line\r\nsecond, with comma"
+    assert products["B"]["name"] == 'Beta "B"'
+
+
+def test_header_case_and_whitespace_differences(engine):
+    path = engine.write("p.csv", " SKU , Name ,  Price\nA,Alpha,3\n")
+    engine.run(path)
+    assert engine.products()["A"]["price"] == 3
+
+
+def test_unmapped_columns_are_kept_in_attributes(engine):
+    path = engine.write("p.csv", "sku,name,Brand,Colour\nA,Alpha,Acme,\n")
+    engine.run(path)
+    assert engine.products()["A"]["attributes"] == {"Brand": "Acme"}
+
+
+def test_explicit_mapping_overrides_the_preset(engine):
+    path = engine.write("p.csv", "code,title,Internal note\nA,Alpha,secret\n")
+    engine.run(path, mapping={"code": "sku", "title": "name", "Internal note": "ignore"})
+    assert engine.products()["A"]["name"] == "Alpha"
+    assert engine.products()["A"]["attributes"] == {}
+
+
+def test_mapping_to_an_unknown_column_fails_with_a_reason(engine):
+    path = engine.write("p.csv", "sku,name\nA,Alpha\n")
+    result, code = engine.run_with_code(path, mapping={"nope": "sku"})
+    assert (result.phase, result.reason, code) == ("Failed", "InvalidOptions", 65)
+    assert "nope" in result.message
+
+
+def test_json_array(engine):
+    docs = [
+        {"sku": "A", "name": "Alpha", "price": 2.5, "color": "red"},
+        {"sku": "B", "name": "Beta", "dims": {"w": 1}},
+    ]
+    engine.run(engine.write("p.json", json.dumps(docs)))
+    products = engine.products()
+    assert products["A"]["price"] == 2.5
+    assert products["A"]["attributes"] == {"color": "red"}
+    assert json.loads(products["B"]["attributes"]["dims"]) == {"w": 1}
+
+
+def test_json_lines_with_a_malformed_line(engine):
+    lines = '{"sku": "A", "name": "Alpha"}\n{"sku": "B", "name": \n{"sku": "C", "name": "C"}\n'
+    result = engine.run(engine.write("p.jsonl", lines), error_policy={"maxErrorRatio": 1})
+    assert result.counts.created == 2
+    assert [(e.line, e.code) for e in result.errors] == [(2, "malformed_row")]
+
+
+def test_json_that_is_not_an_array_fails_the_import_with_a_reason(engine):
+    result, code = engine.run_with_code(engine.write("p.json", '{"products": []}'))
+    assert (result.phase, result.reason, code) == ("Failed", "ParseError", 65)
+
+
+def test_gzip_csv_detected_from_content(engine):
+    data = gzip.compress((HEADER + 'A,Alpha,1,EUR,"multi\nline"\n').encode())
+    engine.run(engine.write("upload.bin.gz", data), format="csv")
+    assert engine.products()["A"]["description"] == "multi\nline"
+
+
+def test_gzip_jsonl_format_from_name(engine):
+    data = gzip.compress(b'{"sku": "A", "name": "Alpha"}\n{"sku": "B", "name": "Beta"}\n')
+    result = engine.run(engine.write("feed.jsonl.gz", data))
+    assert result.counts.created == 2
+
+
+def test_empty_file_fails_with_a_reason(engine):
+    result, code = engine.run_with_code(engine.write("p.csv", ""))
+    assert result.reason == "ParseError" and code == 65

@@ -1,0 +1,150 @@
+"""Every kind of bad input becomes an error record with line, column, code and value."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+LENIENT = {"error_policy": {"maxErrors": None, "maxErrorRatio": None}}
+HEADER = "sku,name,slug,status,commodity_type,price,currency,tags\n"
+GOOD = "OK-1,Good,good,live,physical,1.00,EUR,a\n"
+
+
+def errors_by_code(result):
+    return {e.code: e for e in result.errors}
+
+
+@pytest.mark.parametrize(
+    ("row", "code", "column", "value"),
+    [
+        (",Nameless sku,s,live,physical,1,EUR,", "missing_required", "sku", None),
+        ("X-1,,s,live,physical,1,EUR,", "missing_required", "name", None),
+        ("X-1,N,s,published,physical,1,EUR,", "invalid_enum", "status", "published"),
+        ("X-1,N,s,live,virtual,1,EUR,", "invalid_enum", "commodity_type", "virtual"),
+        ("X-1,N,s,live,physical,12.5x,EUR,", "invalid_number", "price", "12.5x"),
+        ("X-1,N,s,live,physical,-3,EUR,", "negative_price", "price", "-3"),
+        ("X-1,N,s,live,physical,3,EURO,", "invalid_currency", "currency", "EURO"),
+        ("X-1,N,bad slug!,live,physical,3,EUR,", "invalid_slug", "slug", "bad slug!"),
+        (
+            "X-1,N,s,live,physical,3,EUR," + '"' + ",".join(f"t{i}" for i in range(21)) + '"',
+            "too_many_tags",
+            "tags",
+            None,
+        ),
+    ],
+)
+def test_rule_violation_is_an_error_record(engine, row, code, column, value):
+    path = engine.write("p.csv", HEADER + GOOD + row + "\n")
+    result = engine.run(path, **LENIENT)
+    assert result.counts.rows == 2
+    assert result.counts.rejected == 1
+    assert result.counts.created == 1  # the good row is still imported
+    error = errors_by_code(result)[code]
+    assert error.line == 3
+    assert error.column == column
+    if value is not None:
+        assert error.value == value
+    assert error.message  # a sentence, not just a code
+    assert set(engine.products()) == {"OK-1"}
+
+
+def test_malformed_rows_are_captured_with_their_physical_lines(engine):
+    content = (
+        "sku,name,description\n"  # 1
+        'A,Alpha,"two\nlines"\n'  # 2-3
+        "B,Beta,too,many\n"  # 4  too many columns
+        "C,Gamma\n"  # 5  too few
+        'D,"Delta,broken quote\n'  # 6  an unterminated quote runs on...
+        "E,Eps,fine\n"  # 7
+        'F,Phi,"three\n'  # 8  ...to the next quote character,
+        "line\n"  # 9  so these two lines are left over
+        'desc"\n'  # 10 as malformed records of their own
+        "G,Gee,ok\n"  # 11
+        "H,,missing name\n"  # 12
+    )
+    result = engine.run(engine.write("p.csv", content), **LENIENT)
+    got = [(e.line, e.code) for e in result.errors]
+    assert got == [
+        (4, "malformed_row"),
+        (5, "malformed_row"),
+        (6, "malformed_row"),
+        (9, "malformed_row"),
+        (10, "malformed_row"),
+        (12, "missing_required"),
+    ]
+    assert result.counts.rows == result.counts.rejected + result.counts.created == 8
+    assert set(engine.products()) == {"A", "G"}
+    assert "B" not in engine.products()  # never imported with a column dropped
+    assert "C" not in engine.products()  # never padded with empty values
+    too_many = result.errors[0]
+    assert "B,Beta,too,many" in too_many.value
+
+
+def test_duplicate_sku_first_occurrence_wins_and_message_names_it(engine):
+    content = (
+        HEADER + "D-1,First,s,live,physical,1,EUR,\n" + GOOD + "D-1,Second,s,live,physical,2,EUR,\n"
+    )
+    result = engine.run(engine.write("p.csv", content), **LENIENT)
+    dup = errors_by_code(result)["duplicate_sku"]
+    assert dup.line == 4 and dup.value == "D-1"
+    assert "line 2" in dup.message and "D-1" in dup.message
+    assert engine.products()["D-1"]["name"] == "First"
+
+
+def test_long_values_are_truncated_in_the_report(engine):
+    content = HEADER + GOOD + "X-1,N,s,live,physical," + "9" * 500 + "x,EUR,\n"
+    result = engine.run(engine.write("p.csv", content), **LENIENT)
+    assert len(errors_by_code(result)["invalid_number"].value) <= 200
+
+
+def test_full_report_is_written_as_csv_and_json(engine):
+    bad = "".join(f"B-{i},N,s,live,physical,-{i + 1},EUR,\n" for i in range(15))
+    result = engine.run(engine.write("p.csv", HEADER + GOOD + bad), **LENIENT)
+    assert len(result.errors) == 10  # inline: the first few
+    prefix = f"default/main/imports/{result.importId}"
+    rows = list(csv.DictReader(engine.store.get(f"{prefix}/errors.csv").decode().splitlines()))
+    assert len(rows) == 15
+    assert rows[0] == {
+        "line": "3",
+        "column": "price",
+        "code": "negative_price",
+        "message": "price must be >= 0, got -1",
+        "value": "-1",
+    }
+    as_json = json.loads(engine.store.get(f"{prefix}/errors.json"))
+    assert len(as_json) == 15 and as_json[-1]["line"] == 17
+    assert result.errorsRef.endswith(f"{prefix}/errors.csv")
+
+
+def test_error_policy_max_errors_fails_the_import_and_commits_nothing(engine):
+    bad = "".join(f"B-{i},N,s,live,physical,-1,EUR,\n" for i in range(3))
+    result, code = engine.run_with_code(
+        engine.write("p.csv", HEADER + GOOD * 1 + bad),
+        error_policy={"maxErrors": 2, "maxErrorRatio": None},
+    )
+    assert (result.phase, result.reason, code) == ("Failed", "ErrorPolicyExceeded", 65)
+    assert "maxErrors=2" in result.message
+    assert result.errors and result.errorsRef  # the report is there to act on
+    assert engine.catalog().head() == (None, None)
+
+
+def test_error_policy_ratio(engine):
+    rows = GOOD + "".join(f"G-{i},N,s,live,physical,1,EUR,\n" for i in range(8))
+    rows += "B-1,N,s,live,physical,-1,EUR,\n"  # 1 of 10 = 10%
+    result = engine.run(
+        engine.write("p.csv", HEADER + rows),
+        error_policy={"maxErrors": None, "maxErrorRatio": 0.05},
+    )
+    assert result.reason == "ErrorPolicyExceeded"
+    result = engine.run(
+        engine.write("p.csv", HEADER + rows), error_policy={"maxErrors": None, "maxErrorRatio": 0.2}
+    )
+    assert result.phase == "Succeeded" and result.counts.created == 9
+
+
+def test_missing_required_column_fails_the_file_and_names_the_column(engine):
+    result, code = engine.run_with_code(engine.write("p.csv", "sku,title_typo\nA,Alpha\n"))
+    assert (result.phase, result.reason, code) == ("Failed", "ParseError", 65)
+    assert "'name'" in result.message and "title_typo" in result.message
