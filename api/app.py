@@ -9,6 +9,7 @@ import anyio
 from fastapi import FastAPI
 
 from productimport.api.catalogread import CatalogReader
+from productimport.api.context import install_request_id_records
 from productimport.api.errors import install_error_handlers
 from productimport.api.middleware import RequestContextMiddleware
 from productimport.api.routes import native, ops, pcm, saas
@@ -26,6 +27,7 @@ Every route needs `Authorization: Bearer <token>`. Responses carry `X-Request-ID
 
 def create_app(settings: ApiSettings | None = None, svc: Services | None = None) -> FastAPI:
     settings = settings or ApiSettings()
+    install_request_id_records()
     svc = svc or build_services(settings)
 
     @asynccontextmanager

@@ -1,15 +1,12 @@
-"""Read a catalog's current products for the API (docs/loader-contract.md layout).
+"""Read a catalog's current products for the API, through the engine's Catalog.
 
-CURRENT -> versions/....json manifest -> snapshots/....parquet. Snapshots are immutable,
-so the Parquet file of the current version is downloaded once per version and queried
-with DuckDB (paging and key lookups without loading the catalog into Python).
-
-TODO(lead): switch to the productimport.engine catalog reader once it is exported.
+Snapshots are immutable, so the Parquet file of the current version is downloaded once
+per version and queried with DuckDB (paging and key lookups without loading the catalog
+into Python).
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -19,7 +16,8 @@ from typing import Any
 from minio import Minio
 
 from productimport.api.settings import ApiSettings
-from productimport.api.storage import read_object
+from productimport.engine.catalog import Catalog
+from productimport.engine.objectstore import MinioObjectStore
 from productimport.models.product import Product
 
 _HIDDEN = ("content_hash",)
@@ -33,46 +31,30 @@ class Snapshot:
 
 class CatalogReader:
     def __init__(self, client: Minio, settings: ApiSettings, cache_dir: Path | None = None) -> None:
-        self._client = client
-        self._bucket = settings.catalog_bucket
-        prefix = settings.catalog_prefix.strip("/")
-        self._prefix = f"{prefix}/" if prefix else ""
+        self._store = MinioObjectStore(client, settings.catalog_bucket, settings.catalog_prefix)
         self._dir = cache_dir or Path(tempfile.mkdtemp(prefix="productimport-api-snapshots-"))
         self._lock = threading.Lock()
 
-    def _key(self, namespace: str, catalog: str, relative: str) -> str:
-        return f"{self._prefix}{namespace}/{catalog}/{relative}"
-
     def current(self, namespace: str, catalog: str) -> Snapshot | None:
         """None when the catalog has never been written."""
-        pointer = read_object(self._client, self._bucket, self._key(namespace, catalog, "CURRENT"))
-        if pointer is None:
+        cat = Catalog(self._store, namespace, catalog)
+        manifest, _ = cat.head()
+        if manifest is None:
             return None
-        ref = json.loads(pointer)
-        manifest_raw = read_object(
-            self._client, self._bucket, self._key(namespace, catalog, ref["manifest"])
-        )
-        if manifest_raw is None:
-            return None
-        manifest = json.loads(manifest_raw)
-        version = int(manifest.get("version", ref.get("version", 0)))
-        snapshot = manifest.get("snapshot")
-        if not snapshot:
-            return Snapshot(version, None)
-        local = self._dir / namespace / catalog / Path(snapshot).name
+        if manifest.snapshot is None:
+            return Snapshot(manifest.version, None)
+        local = self._dir / namespace / catalog / Path(manifest.snapshot).name
         with self._lock:
             if not local.exists():
                 local.parent.mkdir(parents=True, exist_ok=True)
                 partial = local.with_suffix(".part")
-                self._client.fget_object(
-                    self._bucket, self._key(namespace, catalog, snapshot), str(partial)
-                )
+                cat.download_snapshot(manifest, partial)
                 partial.rename(local)
                 # Older versions of this catalog are never asked for again.
                 for old in local.parent.glob("*.parquet"):
                     if old != local:
                         old.unlink(missing_ok=True)
-        return Snapshot(version, local)
+        return Snapshot(manifest.version, local)
 
     def page(self, snap: Snapshot, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
         if snap.path is None:

@@ -24,17 +24,28 @@ def current_request_id() -> str:
     return request_id_var.get()
 
 
-class RequestIdFilter(logging.Filter):
-    """Stamps every log record with the request id of the task that logs it."""
+_factory_installed = False
 
-    def filter(self, record: logging.LogRecord) -> bool:
+
+def install_request_id_records() -> None:
+    """Stamp every log record, whoever handles it, with the current request id."""
+    global _factory_installed
+    if _factory_installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
         record.request_id = request_id_var.get()
-        return True
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _factory_installed = True
 
 
 def configure_logging(level: str) -> None:
+    install_request_id_records()
     handler = logging.StreamHandler()
-    handler.addFilter(RequestIdFilter())
     handler.setFormatter(
         logging.Formatter(
             "%(asctime)s %(levelname)s %(name)s request_id=%(request_id)s %(message)s"
