@@ -33,6 +33,6 @@ bench: setup
 bench-10m: setup
 	BENCH_ROWS=10000000 $(PY) -m bench
 
-# Regenerate requirements.lock after changing dependencies in pyproject.toml.
+# Regenerate requirements.lock after changing dependencies in pyproject.toml (needs uv: pip install uv).
 lock:
 	uv pip compile pyproject.toml --extra dev -o requirements.lock --python-version 3.11

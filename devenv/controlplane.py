@@ -1,0 +1,367 @@
+"""Bring the local control plane and MinIO up (idempotently) and down again.
+
+Every component is the real program: etcd, kube-apiserver and kube-controller-manager
+built from their Go modules, MinIO, plus the process node (devenv/processnode.py), the
+one stand-in, for the kubelet only. All of them listen on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from devenv import pki as pki_mod
+from devenv.layout import REPO, Layout
+from devenv.supervisor import Supervisor
+
+# The controllers this product relies on, and the ones they need in turn (serviceaccount
+# creates the namespace's default ServiceAccount that Pods run as; root-ca-cert-publisher
+# and clusterrole-aggregation keep the defaults a real cluster has).
+CONTROLLERS = (
+    "job-controller",
+    "garbage-collector-controller",
+    "ttl-after-finished-controller",
+    "replicaset-controller",
+    "deployment-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+    "clusterrole-aggregation-controller",
+    "pod-garbage-collector-controller",
+)
+READY_TIMEOUT = 180.0
+NODE_NAME = "processnode"
+
+
+class DevEnvError(RuntimeError):
+    """A component could not be obtained or started; the message says which and why."""
+
+
+@dataclass
+class Component:
+    name: str
+    argv: list[str]
+    ready: Callable[[], bool]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+def obtain_binaries() -> Path:
+    """Build (first time) or find the cached binaries; see devenv/obtain.sh."""
+    done = subprocess.run(
+        ["bash", str(REPO / "devenv" / "obtain.sh")],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise DevEnvError(f"devenv/obtain.sh failed with exit code {done.returncode} (see above)")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def _kubeconfig(path: Path, layout: Layout, pki: pki_mod.Pki, user: str) -> None:
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "productimport-dev",
+                "cluster": {
+                    "server": layout.apiserver_url,
+                    "certificate-authority": str(pki.ca_cert),
+                },
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate": str(pki.cert(user)),
+                    "client-key": str(pki.key(user)),
+                },
+            }
+        ],
+        "contexts": [
+            {"name": "productimport-dev", "context": {"cluster": "productimport-dev", "user": user}}
+        ],
+        "current-context": "productimport-dev",
+    }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path.chmod(0o600)
+
+
+def _minio_credentials(layout: Layout) -> dict[str, str]:
+    """Generated once per dev directory, so no well-known password guards even a loopback
+    server."""
+    path = layout.root / "minio-credentials.json"
+    if not path.exists():
+        creds = {"accessKey": "productimport", "secretKey": secrets.token_urlsafe(24)}
+        path.write_text(json.dumps(creds))
+        path.chmod(0o600)
+    return json.loads(path.read_text())
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _admin_ssl(pki: pki_mod.Pki) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+    ctx.load_cert_chain(str(pki.cert("admin")), str(pki.key("admin")))
+    return ctx
+
+
+class DevEnv:
+    def __init__(self, layout: Layout | None = None) -> None:
+        self.layout = layout or Layout.default()
+        self.sup = Supervisor(self.layout)
+
+    # -- the pieces ---------------------------------------------------------------------
+
+    def _control_plane(self, bin_dir: Path, pki: pki_mod.Pki) -> list[Component]:
+        L, p = self.layout, self.layout.ports
+        etcd_url = f"http://127.0.0.1:{p.etcd}"
+        cm_kubeconfig = L.root / "controller-manager.kubeconfig"
+        _kubeconfig(cm_kubeconfig, L, pki, "controller-manager")
+        admin_ssl = _admin_ssl(pki)
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE
+        return [
+            Component(
+                "etcd",
+                [
+                    str(bin_dir / "etcd"),
+                    "--name=dev",
+                    f"--data-dir={L.sub('etcd')}",
+                    f"--listen-client-urls={etcd_url}",
+                    f"--advertise-client-urls={etcd_url}",
+                    f"--listen-peer-urls=http://127.0.0.1:{p.etcd_peer}",
+                    f"--initial-advertise-peer-urls=http://127.0.0.1:{p.etcd_peer}",
+                    f"--initial-cluster=dev=http://127.0.0.1:{p.etcd_peer}",
+                    "--listen-metrics-urls=",
+                    "--log-level=warn",
+                    # A dev cluster's etcd: no fsync per write (much faster on shared disks).
+                    "--unsafe-no-fsync",
+                ],
+                lambda: _http_ok(f"{etcd_url}/health"),
+            ),
+            Component(
+                "kube-apiserver",
+                [
+                    str(bin_dir / "kube-apiserver"),
+                    f"--etcd-servers={etcd_url}",
+                    "--bind-address=127.0.0.1",
+                    "--advertise-address=127.0.0.1",
+                    f"--secure-port={p.apiserver}",
+                    f"--tls-cert-file={pki.cert('apiserver')}",
+                    f"--tls-private-key-file={pki.key('apiserver')}",
+                    f"--client-ca-file={pki.ca_cert}",
+                    f"--service-account-key-file={pki.sa_pub}",
+                    f"--service-account-signing-key-file={pki.sa_key}",
+                    "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                    "--service-cluster-ip-range=10.96.0.0/16",
+                    "--authorization-mode=RBAC",
+                    "--allow-privileged=true",
+                    # Loopback addresses are not valid Endpoints; nothing reaches the
+                    # API through the `kubernetes` Service here anyway.
+                    "--endpoint-reconciler-type=none",
+                    f"--cert-dir={L.sub('apiserver-certs')}",
+                    "--v=1",
+                ],
+                lambda: _http_ok(f"{L.apiserver_url}/readyz", admin_ssl),
+            ),
+            Component(
+                "kube-controller-manager",
+                [
+                    str(bin_dir / "kube-controller-manager"),
+                    f"--kubeconfig={cm_kubeconfig}",
+                    f"--authentication-kubeconfig={cm_kubeconfig}",
+                    f"--authorization-kubeconfig={cm_kubeconfig}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={p.controller_manager}",
+                    f"--cert-dir={L.sub('controller-manager-certs')}",
+                    f"--controllers={','.join(CONTROLLERS)}",
+                    "--use-service-account-credentials=true",
+                    f"--service-account-private-key-file={pki.sa_key}",
+                    f"--root-ca-file={pki.ca_cert}",
+                    "--leader-elect=false",
+                    "--v=1",
+                ],
+                lambda: _http_ok(f"https://127.0.0.1:{p.controller_manager}/healthz", insecure),
+            ),
+        ]
+
+    def _minio(self, bin_dir: Path) -> Component:
+        L, p = self.layout, self.layout.ports
+        creds = _minio_credentials(L)
+        return Component(
+            "minio",
+            [
+                str(bin_dir / "minio"),
+                "server",
+                str(L.sub("minio")),
+                f"--address=127.0.0.1:{p.minio}",
+                f"--console-address=127.0.0.1:{p.minio_console}",
+                "--quiet",
+            ],
+            lambda: _http_ok(f"http://{L.minio_endpoint}/minio/health/ready"),
+            env={
+                "MINIO_ROOT_USER": creds["accessKey"],
+                "MINIO_ROOT_PASSWORD": creds["secretKey"],
+                "MINIO_BROWSER": "off",
+                "MINIO_UPDATE": "off",
+                "HOME": str(L.sub("minio-home")),
+            },
+        )
+
+    def _process_node(self, bin_dir: Path) -> Component:
+        L = self.layout
+        venv_bin = Path(sys.executable).parent
+        return Component(
+            "processnode",
+            [
+                sys.executable,
+                "-m",
+                "devenv.processnode",
+                f"--kubeconfig={L.kubeconfig}",
+                f"--node-name={NODE_NAME}",
+                f"--workdir={L.sub('node')}",
+                f"--path-prepend={venv_bin}",
+            ],
+            lambda: self._node_ready(),
+            env={"PYTHONPATH": str(REPO)},
+        )
+
+    def _node_ready(self) -> bool:
+        done = self.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
+        if done.returncode != 0:
+            return False
+        conditions = json.loads(done.stdout).get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    # -- public -------------------------------------------------------------------------
+
+    @property
+    def bin_dir(self) -> Path:
+        path = self.layout.root / "bin"
+        if not path.exists():
+            raise DevEnvError("the dev environment has never been started (make dev-up)")
+        return path.resolve()
+
+    def env(self) -> dict[str, str]:
+        """The variables written to .dev/env (and handed to tests)."""
+        creds = _minio_credentials(self.layout)
+        return {
+            "KUBECONFIG": str(self.layout.kubeconfig),
+            "MINIO_ENDPOINT": self.layout.minio_endpoint,
+            "MINIO_ACCESS_KEY": creds["accessKey"],
+            "MINIO_SECRET_KEY": creds["secretKey"],
+            "MINIO_SECURE": "false",
+            "PRODUCTIMPORT_DEV_BIN": str(self.bin_dir),
+        }
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None):
+        done = subprocess.run(
+            [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.layout.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            check=False,
+        )
+        if check and done.returncode != 0:
+            raise DevEnvError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+        return done
+
+    def _start(self, comp: Component) -> None:
+        env = {**os.environ, **comp.env}
+        started = self.sup.pid(comp.name) is None
+        pid = self.sup.start(comp.name, comp.argv, env=env)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not comp.ready():
+            if not self.sup.alive(pid):
+                raise DevEnvError(
+                    f"{comp.name} exited during start-up; the end of {self.sup.log(comp.name)}:"
+                    f"\n{self.sup.tail(comp.name)}"
+                )
+            if time.monotonic() > deadline:
+                raise DevEnvError(
+                    f"{comp.name} was not ready after {READY_TIMEOUT:.0f}s; the end of "
+                    f"{self.sup.log(comp.name)}:\n{self.sup.tail(comp.name)}"
+                )
+            time.sleep(0.25)
+        print(f"devenv: {comp.name} {'started' if started else 'already running'}", flush=True)
+
+    def up(self, extra: Callable[[DevEnv], list[Component]] | None = None) -> dict[str, str]:
+        L = self.layout
+        L.root.mkdir(parents=True, exist_ok=True)
+        bin_dir = obtain_binaries()
+        link = L.root / "bin"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(bin_dir)
+        pki = pki_mod.ensure(L.sub("pki"))
+        _kubeconfig(L.kubeconfig, L, pki, "admin")
+        for comp in self._control_plane(bin_dir, pki):
+            self._start(comp)
+        self._start(self._minio(bin_dir))
+        self._start(self._process_node(bin_dir))
+        self.apply_crds()
+        for comp in extra(self) if extra else []:
+            self._start(comp)
+        env = self.env()
+        self.write_env(env)
+        return env
+
+    def apply_crds(self) -> None:
+        crds = sorted((REPO / "crds").glob("*.yaml"))
+        if not crds:
+            return
+        args = ["apply", "--server-side", "--force-conflicts"]
+        for crd in crds:
+            args += ["-f", str(crd)]
+        self.kubectl(*args)
+        self.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", *[f"-f={c}" for c in crds]
+        )
+
+    def write_env(self, env: Mapping[str, str]) -> None:
+        lines = ["# Written by `make dev-up` (python -m devenv up). Source it: . .dev/env"]
+        lines += [f"export {k}={_shell_quote(v)}" for k, v in env.items()]
+        lines.append(f'export PATH={_shell_quote(str(self.bin_dir))}:"$PATH"')
+        self.layout.env_file.write_text("\n".join(lines) + "\n")
+
+    def down(self) -> list[str]:
+        """Stop everything, newest first; returns the names of what was running."""
+        order = ["api", "operator", "processnode", "minio"]
+        order += ["kube-controller-manager", "kube-apiserver", "etcd"]
+        known = {p.stem for p in self.layout.pids.glob("*.pid")}
+        stopped = []
+        for name in [*(sorted(known - set(order))), *order]:
+            if self.sup.stop(name):
+                stopped.append(name)
+        self.layout.env_file.unlink(missing_ok=True)
+        return stopped
+
+    def status(self) -> dict[str, int | None]:
+        return {p.stem: self.sup.pid(p.stem) for p in sorted(self.layout.pids.glob("*.pid"))}
+
+
+def _shell_quote(value: str) -> str:
+    return "'" + value.replace("'", "'\\''") + "'"
