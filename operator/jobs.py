@@ -1,0 +1,175 @@
+"""The import Job for a ProductImport: a pure function of the resource and the settings.
+
+The Job runs the very command a developer runs on a laptop (docs/loader-contract.md),
+against MinIO. Its name is derived from the resource (name + UID prefix), so however
+often the operator restarts, one resource can only ever have one Job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from productimport.engine.errors import EXIT_BAD_DATA, EXIT_SOURCE_MISSING
+from productimport.models.resource import GROUP, KIND, VERSION, ProductImportSpec
+from productimport.operator.settings import OperatorSettings
+
+LABEL_CATALOG = f"{GROUP}/catalog"
+LABEL_IMPORT = f"{GROUP}/import"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "productimport-operator"
+CONTAINER = "loader"
+
+
+def job_name(obj: dict[str, Any]) -> str:
+    """At most 63 characters (the job-name label), unique per resource UID."""
+    meta = obj["metadata"]
+    digest = hashlib.sha256(meta["uid"].encode()).hexdigest()[:8]
+    return f"{meta['name'][:45].rstrip('-.')}-import-{digest}"
+
+
+def loader_args(
+    obj: dict[str, Any], spec: ProductImportSpec, settings: OperatorSettings
+) -> list[str]:
+    src = spec.source
+    source = f"s3://{src.object.bucket}/{src.object.key}" if src.object else str(src.url)
+    meta = obj["metadata"]
+    args = [
+        "import", source,
+        "--catalog", spec.catalog,
+        "--namespace", meta["namespace"],
+        "--store", settings.store,
+        "--import-id", meta["uid"],
+        "--preset", spec.preset.value,
+        "--mode", spec.mode.value,
+        "--json",
+    ]  # fmt: skip
+    if spec.format:
+        args += ["--format", spec.format.value]
+    if spec.dryRun:
+        args.append("--dry-run")
+    for column, field in (spec.mapping or {}).items():
+        args += ["--mapping", f"{column}={field}"]
+    if spec.errorPolicy:
+        if spec.errorPolicy.maxErrors is not None:
+            args += ["--max-errors", str(spec.errorPolicy.maxErrors)]
+        if spec.errorPolicy.maxErrorRatio is not None:
+            args += ["--max-error-ratio", str(spec.errorPolicy.maxErrorRatio)]
+    if spec.csv:
+        csv = spec.csv
+        if csv.delimiter:
+            args += ["--delimiter", csv.delimiter]
+        args += ["--quote", csv.quote, "--encoding", csv.encoding]
+        if csv.escape:
+            args += ["--escape", csv.escape]
+        if not csv.header:
+            args.append("--no-header")
+    job = spec.job
+    threads = (job.threads if job else None) or settings.default_threads
+    if threads:
+        args += ["--threads", str(threads)]
+    memory = (job.memoryLimit if job else None) or settings.default_duckdb_memory_limit
+    if memory:
+        args += ["--memory-limit", memory]
+    return args
+
+
+def _resources(spec: ProductImportSpec, settings: OperatorSettings) -> dict[str, Any]:
+    requests: dict[str, Any] = {
+        "cpu": settings.default_cpu_request,
+        "memory": settings.default_memory_request,
+    }
+    limits: dict[str, Any] = {"memory": settings.default_memory_limit}
+    wanted = spec.job.resources if spec.job and spec.job.resources else None
+    for have, asked in ((requests, wanted and wanted.requests), (limits, wanted and wanted.limits)):
+        if asked:
+            # Quantities may be written as numbers (cpu: 1); the API wants strings.
+            have.update({k: str(v) for k, v in asked.model_dump(exclude_none=True).items()})
+    return {"requests": requests, "limits": limits}
+
+
+def build_job(obj: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    spec = ProductImportSpec.model_validate(obj["spec"])
+    meta = obj["metadata"]
+    name = job_name(obj)
+    labels = {
+        LABEL_CATALOG: spec.catalog,
+        LABEL_IMPORT: meta["name"][:63].rstrip("-._"),
+        LABEL_MANAGED_BY: MANAGED_BY,
+        "app.kubernetes.io/name": "productimport",
+        "app.kubernetes.io/component": "loader",
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        # The loader talks to MinIO only: it gets no Kubernetes credentials at all.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [
+            {
+                "name": CONTAINER,
+                "image": settings.image,
+                "imagePullPolicy": settings.image_pull_policy,
+                "command": list(settings.loader_command),
+                "args": loader_args(obj, spec, settings),
+                "envFrom": [{"secretRef": {"name": settings.loader_secret_name}}],
+                "env": [{"name": "TMPDIR", "value": "/tmp"}],
+                "resources": _resources(spec, settings),
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                # DuckDB spills here when the file is larger than its memory limit.
+                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+            }
+        ],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+    if settings.loader_service_account:
+        pod_spec["serviceAccountName"] = settings.loader_service_account
+    job_spec: dict[str, Any] = {
+        "backoffLimit": settings.backoff_limit,
+        # TTL on the Job only, never on the ProductImport: a GitOps tool would re-create a
+        # deleted ProductImport and import the file a second time.
+        "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+        "podFailurePolicy": {
+            "rules": [
+                # Bad data or a missing source: no retry can help, fail at once.
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": CONTAINER,
+                        "operator": "In",
+                        "values": [EXIT_BAD_DATA, EXIT_SOURCE_MISSING],
+                    },
+                },
+                # A node drain or preemption is not the import's fault: do not count it.
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    if spec.job and spec.job.activeDeadlineSeconds:
+        job_spec["activeDeadlineSeconds"] = spec.job.activeDeadlineSeconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": KIND,
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": job_spec,
+    }

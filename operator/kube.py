@@ -1,0 +1,137 @@
+"""The Kubernetes calls the reconciler makes, in one place (official client, synchronous)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from productimport.models.resource import GROUP, KIND, PLURAL, VERSION
+from productimport.operator.jobs import LABEL_CATALOG, LABEL_MANAGED_BY, MANAGED_BY
+
+COMPONENT = "productimport-operator"
+
+
+def _or_none(call, *args, **kwargs):
+    try:
+        return call(*args, **kwargs)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+class Kube:
+    def __init__(self, api_client: k8s.ApiClient) -> None:
+        self.api_client = api_client
+        self.custom = k8s.CustomObjectsApi(api_client)
+        self.batch = k8s.BatchV1Api(api_client)
+        self.core = k8s.CoreV1Api(api_client)
+
+    # -- ProductImports -----------------------------------------------------------------
+
+    def get_import(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return _or_none(
+            self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
+        )
+
+    def list_imports(self, namespace: str) -> list[dict[str, Any]]:
+        return self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+
+    def patch_status(self, obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any] | None:
+        meta = obj["metadata"]
+        return _or_none(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], patch,
+        )  # fmt: skip
+
+    # -- Jobs and their Pods ------------------------------------------------------------
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        job = _or_none(self.batch.read_namespaced_job, name, namespace)
+        return self.api_client.sanitize_for_serialization(job) if job else None
+
+    def create_job(self, body: dict[str, Any]) -> bool:
+        """False when it already existed (a restarted operator, or a concurrent pass)."""
+        try:
+            self.batch.create_namespaced_job(body["metadata"]["namespace"], body)
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        _or_none(self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background")
+
+    def catalog_jobs(self, namespace: str, catalog: str) -> list[dict[str, Any]]:
+        selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_CATALOG}={catalog}"
+        jobs = self.batch.list_namespaced_job(namespace, label_selector=selector).items
+        return [self.api_client.sanitize_for_serialization(j) for j in jobs]
+
+    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
+        return [self.api_client.sanitize_for_serialization(p) for p in pods]
+
+    # -- the loader's MinIO credentials -------------------------------------------------
+
+    def ensure_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        """The Job's Pod can only read a Secret of its own namespace: keep a copy of the
+        loader's credentials there, owned by this operator (label), updated when they
+        change."""
+        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {LABEL_MANAGED_BY: MANAGED_BY},
+            },
+            "data": encoded,
+        }
+        existing = _or_none(self.core.read_namespaced_secret, name, namespace)
+        if existing is None:
+            try:
+                self.core.create_namespaced_secret(namespace, body)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+        elif (existing.data or {}) != encoded:
+            self.core.replace_namespaced_secret(name, namespace, body)
+
+    # -- Events -------------------------------------------------------------------------
+
+    def event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        meta = obj["metadata"]
+        stamp = datetime.now(UTC)
+        body = k8s.CoreV1Event(
+            metadata=k8s.V1ObjectMeta(
+                generate_name=f"{meta['name'][:200]}.", namespace=meta["namespace"]
+            ),
+            involved_object=k8s.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}",
+                kind=KIND,
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta["uid"],
+                resource_version=meta.get("resourceVersion"),
+            ),
+            type=type_,
+            reason=reason,
+            message=message[:1024],
+            source=k8s.V1EventSource(component=COMPONENT),
+            reporting_component=COMPONENT,
+            reporting_instance=COMPONENT,
+            first_timestamp=stamp,
+            last_timestamp=stamp,
+            count=1,
+        )
+        # An Event is worth a try, never a failed reconcile.
+        with contextlib.suppress(ApiException):
+            self.core.create_namespaced_event(meta["namespace"], body)

@@ -1,0 +1,45 @@
+"""`productimport-operator`: run the Kopf operator (the chart's and `make dev-up`'s entry)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import kopf
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from prometheus_client import start_http_server
+
+from productimport.operator import handlers
+from productimport.operator.kube import Kube
+from productimport.operator.reconcile import Reconciler
+from productimport.operator.settings import OperatorSettings
+
+
+def api_client() -> k8s.ApiClient:
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        k8s_config.load_incluster_config()
+    else:
+        k8s_config.load_kube_config()
+    return k8s.ApiClient()
+
+
+def main() -> None:
+    settings = OperatorSettings()
+    kopf.configure(log_format=kopf.LogFormat.JSON, verbose=settings.log_level == "DEBUG")
+    logging.getLogger().setLevel(settings.log_level)
+    handlers.install(Reconciler(Kube(api_client()), settings), settings)
+    start_http_server(settings.metrics_port, addr=settings.health_host)
+    namespaces = settings.namespace_list
+    kopf.run(
+        # One operator at a time (the chart's Deployment uses the Recreate strategy);
+        # no peering objects to install.
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=f"http://{settings.health_host}:{settings.health_port}/healthz",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,345 @@
+"""One idempotent pass over one ProductImport: look at the world, take the next step.
+
+Every decision is made from what the API server and the store say now, never from
+memory, so an operator killed at any moment and started again carries on correctly:
+- no Job yet: queue behind the catalog's running import, or create the Job (its name is
+  derived from the resource, so a second create is a harmless 409);
+- a Job running: copy its progress into the status;
+- a Job finished, or the loader's result already in the store: write the final status.
+Passes over imports of one catalog are serialised by a lock, so the "is it my turn"
+check and the Job creation are one step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from productimport.engine.errors import EXIT_TEMPORARY, TemporaryFailure
+from productimport.models.product import ImportResult
+from productimport.models.resource import GROUP, Phase, ProductImportSpec
+from productimport.operator import metrics
+from productimport.operator.conditions import is_terminal, phase_of, status_patch
+from productimport.operator.jobs import build_job, job_name
+from productimport.operator.kube import Kube
+from productimport.operator.notify import post_outcome
+from productimport.operator.settings import OperatorSettings
+from productimport.operator.store import ImportReports
+
+log = logging.getLogger(__name__)
+
+ANNOTATION_CANCEL = f"{GROUP}/cancel-requested"
+NORMAL, WARNING = "Normal", "Warning"
+
+
+def _order(obj: dict[str, Any]) -> tuple[str, str]:
+    meta = obj["metadata"]
+    return meta.get("creationTimestamp", ""), meta["name"]
+
+
+def _job_condition(job: dict[str, Any]) -> dict[str, Any] | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            return cond
+    return None
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+class Reconciler:
+    def __init__(
+        self, kube: Kube, settings: OperatorSettings, reports: ImportReports | None = None
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.reports = reports or ImportReports(settings.store)
+        self._locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+        self._guard = threading.Lock()
+        # Per import: passes that found a finished Job but no result, or no store at all.
+        self._missing_results: dict[str, int] = defaultdict(int)
+        self._store_failures: dict[str, int] = defaultdict(int)
+
+    def _lock(self, namespace: str, catalog: str) -> threading.Lock:
+        with self._guard:
+            return self._locks[(namespace, catalog)]
+
+    # -- entry point --------------------------------------------------------------------
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        obj = self.kube.get_import(namespace, name)
+        if obj is None or is_terminal(obj) or obj["metadata"].get("deletionTimestamp"):
+            return
+        try:
+            spec = ProductImportSpec.model_validate(obj["spec"])
+        except ValidationError as exc:  # the CRD schema should make this unreachable
+            self._finish_failed(obj, "InvalidSpec", f"the spec is not valid: {exc}")
+            return
+        with self._lock(namespace, spec.catalog):
+            obj = self.kube.get_import(namespace, name)
+            if obj is None or is_terminal(obj):
+                return
+            try:
+                finished = self._step(obj, spec)
+                self._store_failures.pop(obj["metadata"]["uid"], None)
+            except TemporaryFailure as exc:
+                # The store is down: try again at the next pass, for a while.
+                uid = obj["metadata"]["uid"]
+                self._store_failures[uid] += 1
+                if self._store_failures[uid] < self.settings.result_read_attempts:
+                    raise
+                self._finish_failed(obj, "StoreUnavailable", str(exc))
+                finished = True
+        if finished:
+            self._start_next(namespace, spec.catalog)
+
+    def _step(self, obj: dict[str, Any], spec: ProductImportSpec) -> bool:
+        """Returns whether the import reached a terminal state in this pass."""
+        meta = obj["metadata"]
+        namespace, uid = meta["namespace"], meta["uid"]
+        cancel = (meta.get("annotations") or {}).get(ANNOTATION_CANCEL) == "true"
+        job = self.kube.get_job(namespace, job_name(obj))
+
+        if job is None:
+            # The loader may have finished while nobody watched (operator down, Job
+            # deleted by its TTL): its result in the store is the truth.
+            result = self.reports.result(namespace, spec.catalog, uid)
+            if result is not None:
+                self._finish(obj, result)
+                return True
+            if cancel:
+                self._finish_failed(obj, "Cancelled", "cancelled before it started")
+                return True
+            return self._start_or_queue(obj, spec)
+
+        condition = _job_condition(job)
+        if condition is None:
+            if cancel:
+                self.kube.delete_job(namespace, job["metadata"]["name"])
+                self._finish_failed(obj, "Cancelled", "cancelled while running; Job deleted")
+                return True
+            self._running(obj, spec, job)
+            return False
+
+        result = self.reports.result(namespace, spec.catalog, uid)
+        if condition["type"] == "Complete":
+            if result is None:
+                # Complete but no result: the store may lag or be unreachable; after a
+                # while this is a loader defect worth a clear failure.
+                self._missing_results[uid] += 1
+                if self._missing_results[uid] < self.settings.result_read_attempts:
+                    return False
+                self._finish_failed(
+                    obj, "ResultMissing", "the Job completed but left no result in the store"
+                )
+                return True
+            self._finish(obj, result)
+            return True
+        if result is not None and result.phase == "Failed":
+            self._finish(obj, result)
+        else:
+            reason, message = self._job_failure(job, condition)
+            self._finish_failed(obj, reason, message)
+        return True
+
+    # -- queue --------------------------------------------------------------------------
+
+    def _holder(self, namespace: str, catalog: str) -> tuple[dict[str, Any] | None, list]:
+        """The import allowed to run in this catalog, and the queue behind it.
+
+        An import whose Job exists holds the catalog until it is terminal (even if its
+        Job has finished and only the status is left to write); otherwise the oldest
+        non-terminal import gets it. Ties on the creation second break by name."""
+        waiting = sorted(
+            (
+                o
+                for o in self.kube.list_imports(namespace)
+                if (o.get("spec") or {}).get("catalog") == catalog
+                and not is_terminal(o)
+                and not o["metadata"].get("deletionTimestamp")
+            ),
+            key=_order,
+        )
+        owners = {
+            ref["uid"]
+            for job in self.kube.catalog_jobs(namespace, catalog)
+            for ref in job["metadata"].get("ownerReferences") or []
+        }
+        with_job = [o for o in waiting if o["metadata"]["uid"] in owners]
+        holder = (with_job or waiting or [None])[0]
+        return holder, [o for o in waiting if o is not holder]
+
+    def _start_or_queue(self, obj: dict[str, Any], spec: ProductImportSpec) -> bool:
+        meta = obj["metadata"]
+        holder, queue = self._holder(meta["namespace"], spec.catalog)
+        if holder is not None and holder["metadata"]["uid"] != meta["uid"]:
+            position = 1 + next(
+                (i for i, o in enumerate(queue) if o["metadata"]["uid"] == meta["uid"]), 0
+            )
+            message = (
+                f"waiting for {holder['metadata']['name']} to finish importing into catalog "
+                f"{spec.catalog!r} (position {position} in the queue)"
+            )
+            if self._patch_if_changed(obj, status_patch("queued", "Queued", message, obj)):
+                self.kube.event(obj, NORMAL, "Queued", message)
+            return False
+        self._ensure_loader_secret(meta["namespace"])
+        job = build_job(obj, self.settings)
+        created = self.kube.create_job(job)
+        name = job["metadata"]["name"]
+        if created:
+            self.kube.event(obj, NORMAL, "JobCreated", f"created Job {name}")
+            since = _parse_time(meta.get("creationTimestamp"))
+            if since and not (obj.get("status") or {}).get("phase"):
+                metrics.apply_to_job.observe((datetime.now(UTC) - since).total_seconds())
+        status = status_patch(
+            "running", "JobCreated", f"Job {name} created; waiting for the loader to start", obj,
+            jobName=name, attempts=0,
+            startTime=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )  # fmt: skip
+        self._patch_if_changed(obj, status)
+        return False
+
+    def _ensure_loader_secret(self, namespace: str) -> None:
+        m = self.settings.minio
+        self.kube.ensure_secret(
+            namespace,
+            self.settings.loader_secret_name,
+            {
+                "MINIO_ENDPOINT": m.endpoint,
+                "MINIO_ACCESS_KEY": m.access_key,
+                "MINIO_SECRET_KEY": m.secret_key,
+                "MINIO_SECURE": "true" if m.secure else "false",
+                **({"MINIO_REGION": m.region} if m.region else {}),
+            },
+        )
+
+    def _start_next(self, namespace: str, catalog: str) -> None:
+        """The catalog is free: give it to the next import now, not at its next poll."""
+        with self._lock(namespace, catalog):
+            holder, _ = self._holder(namespace, catalog)
+        if holder is not None:
+            self.reconcile(namespace, holder["metadata"]["name"])
+
+    # -- running ------------------------------------------------------------------------
+
+    def _running(self, obj: dict[str, Any], spec: ProductImportSpec, job: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        job_status = job.get("status") or {}
+        attempts = sum(int(job_status.get(k) or 0) for k in ("active", "succeeded", "failed"))
+        try:
+            progress = self.reports.progress(meta["namespace"], spec.catalog, meta["uid"])
+        except TemporaryFailure:
+            progress = None  # progress is a courtesy; the Job's own state still counts
+        previous = obj.get("status") or {}
+        if job_status.get("active") or progress:
+            reason, message = "JobRunning", "importing"
+            if progress:
+                rows = progress.get("rowsRead")
+                message = f"{progress.get('stage', 'importing')}" + (
+                    f": {rows:,} rows read" if rows is not None else ""
+                )
+        else:
+            reason, message = "JobCreated", f"Job {job['metadata']['name']} is starting"
+        if job_status.get("failed"):
+            message += f" (attempt {attempts}; {job_status['failed']} failed before)"
+        fields: dict[str, Any] = {"jobName": job["metadata"]["name"], "attempts": attempts}
+        if progress:
+            fields["progress"] = progress
+        fields["startTime"] = previous.get("startTime") or job_status.get("startTime")
+        self._patch_if_changed(obj, status_patch("running", reason, message, obj, **fields))
+        if previous.get("phase") != Phase.Running.value and reason == "JobRunning":
+            self.kube.event(obj, NORMAL, "ImportStarted", f"the loader is running: {message}")
+
+    def _patch_if_changed(self, obj: dict[str, Any], patch: dict[str, Any]) -> bool:
+        before = obj.get("status") or {}
+        after = patch["status"]
+        if all(before.get(k) == v for k, v in after.items()):
+            return False
+        self.kube.patch_status(obj, patch)
+        return True
+
+    # -- terminal -----------------------------------------------------------------------
+
+    def _job_failure(self, job: dict[str, Any], condition: dict[str, Any]) -> tuple[str, str]:
+        """Why a Job failed without a result document: mostly infrastructure."""
+        reason = condition.get("reason") or "JobFailed"
+        message = condition.get("message") or "the import Job failed"
+        pods = self.kube.job_pods(job["metadata"]["namespace"], job["metadata"]["name"])
+        terminated = [
+            (cs.get("state") or {}).get("terminated") or {}
+            for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []
+        ]
+        last = next((t for t in reversed(terminated) if t), None)
+        if last:
+            code = last.get("exitCode")
+            tail = (last.get("message") or "").strip().splitlines()[-3:]
+            detail = f"; last attempt exited with code {code}" + (
+                f": {' '.join(tail)[:500]}" if tail else ""
+            )
+            if code == EXIT_TEMPORARY:
+                reason = "StoreUnavailable"
+                message = f"a temporary failure outlasted the Job's retries{detail}"
+            else:
+                message += detail
+        return reason, message
+
+    def _finish(self, obj: dict[str, Any], result: ImportResult) -> None:
+        state = "succeeded" if result.phase == "Succeeded" else "failed"
+        fields: dict[str, Any] = {
+            "counts": result.counts.model_dump(),
+            "catalogVersion": result.catalogVersion,
+            "errorsRef": result.errorsRef,
+            "errors": [
+                e.model_dump(exclude_none=True)
+                for e in result.errors[: self.settings.inline_errors]
+            ],
+            "completionTime": (result.completedAt or datetime.now(UTC)).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            ),
+            "progress": {"stage": "done", "rowsRead": result.counts.rows},
+        }
+        self._terminal(obj, state, result.reason, result.message, fields)
+        for outcome, value in result.counts.model_dump().items():
+            if outcome != "rows":
+                metrics.rows.labels(outcome).inc(value)
+
+    def _finish_failed(self, obj: dict[str, Any], reason: str, message: str) -> None:
+        fields = {"completionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        self._terminal(obj, "failed", reason, message, fields)
+
+    def _terminal(
+        self, obj: dict[str, Any], state: str, reason: str, message: str, fields: dict[str, Any]
+    ) -> None:
+        fields = {k: v for k, v in fields.items() if v is not None}
+        patch = status_patch(state, reason, message, obj, **fields)
+        if "progress" not in fields:
+            patch["status"]["progress"] = None  # a merge patch removes the stale progress
+        self.kube.patch_status(obj, patch)
+        status = patch["status"]
+        phase = phase_of(status["conditions"])
+        ok = phase == Phase.Succeeded
+        self.kube.event(
+            obj, NORMAL if ok else WARNING,
+            "ImportSucceeded" if ok else "ImportFailed",
+            message if ok else f"{reason}: {message}",
+        )  # fmt: skip
+        metrics.imports_finished.labels(phase.value, reason).inc()
+        started = _parse_time((obj.get("status") or {}).get("startTime"))
+        if started:
+            metrics.import_duration.observe((datetime.now(UTC) - started).total_seconds())
+        self._missing_results.pop(obj["metadata"]["uid"], None)
+        webhook = ((obj.get("spec") or {}).get("notify") or {}).get("webhook")
+        if webhook:
+            post_outcome(webhook, obj, status)
+        log.info(
+            "import %s/%s %s: %s", obj["metadata"]["namespace"], obj["metadata"]["name"],
+            phase.value, message,
+        )  # fmt: skip

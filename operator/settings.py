@@ -1,0 +1,53 @@
+"""The operator's settings, from the environment (prefix PRODUCTIMPORT_OPERATOR_).
+
+MinIO comes from the same MINIO_* variables as the loader and the API, so one Secret
+serves all three.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from productimport.engine.objectstore import MinioSettings
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PRODUCTIMPORT_OPERATOR_", extra="ignore")
+
+    # Empty: watch every namespace (needs a ClusterRole); otherwise a comma-separated list.
+    namespaces: str = ""
+    log_level: str = "INFO"
+    # Liveness/readiness (kopf's probe endpoint) and Prometheus metrics.
+    health_host: str = "0.0.0.0"
+    health_port: int = 8081
+    metrics_port: int = 9090
+
+    # The loader Job.
+    image: str = "ghcr.io/productimport/productimport:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    loader_command: list[str] = Field(default_factory=lambda: ["productimport"])
+    loader_service_account: str | None = None
+    loader_secret_name: str = "productimport-loader-minio"
+    store: str = "s3://catalog"
+    backoff_limit: int = 3
+    job_ttl_seconds: int = 86400
+    default_cpu_request: str = "250m"
+    default_memory_request: str = "512Mi"
+    default_memory_limit: str = "2Gi"
+    default_threads: int | None = None
+    default_duckdb_memory_limit: str | None = "1GB"
+
+    # How often a non-terminal import is looked at again (Job state, progress).
+    poll_seconds: float = 3.0
+    # Reading a finished import's result from MinIO: tries before giving up as Failed.
+    result_read_attempts: int = 20
+    inline_errors: int = 5
+
+    @property
+    def namespace_list(self) -> list[str]:
+        return [n.strip() for n in self.namespaces.split(",") if n.strip()]
+
+    @property
+    def minio(self) -> MinioSettings:
+        return MinioSettings()

@@ -1,0 +1,87 @@
+"""The import Job built for a ProductImport (pure: no cluster needed)."""
+
+from __future__ import annotations
+
+import copy
+
+from productimport.operator.jobs import build_job, job_name
+from productimport.operator.settings import OperatorSettings
+
+OBJ = {
+    "apiVersion": "catalog.productimport.dev/v1alpha1",
+    "kind": "ProductImport",
+    "metadata": {
+        "name": "spring-catalog-refresh-with-a-rather-long-name-indeed-2026",
+        "namespace": "shop-a",
+        "uid": "5f0c2d6e-8a31-4c7e-9f0a-1d2b3c4d5e6f",
+        "generation": 1,
+    },
+    "spec": {
+        "catalog": "main",
+        "source": {"object": {"bucket": "uploads", "key": "shop-a/main/x.upload"}},
+        "preset": "shopify",
+        "mode": "replace",
+        "dryRun": True,
+        "mapping": {"Variant SKU": "sku"},
+        "errorPolicy": {"maxErrors": 10, "maxErrorRatio": 0.5},
+        "csv": {"delimiter": ";", "encoding": "latin-1", "header": True, "quote": '"'},
+        "job": {"resources": {"requests": {"cpu": 1}, "limits": {"memory": "4Gi"}}, "threads": 2},
+    },
+}
+
+
+def test_name_is_deterministic_short_and_unique_per_resource():
+    name = job_name(OBJ)
+    assert name == job_name(copy.deepcopy(OBJ))
+    assert len(name) <= 63 and name[-1].isalnum()
+    other = copy.deepcopy(OBJ)
+    other["metadata"]["uid"] = "00000000-0000-0000-0000-000000000000"
+    assert job_name(other) != name
+
+
+def test_job_is_owned_retried_on_infrastructure_only_and_cleaned_up():
+    job = build_job(OBJ, OperatorSettings())
+    owner = job["metadata"]["ownerReferences"][0]
+    assert owner["uid"] == OBJ["metadata"]["uid"] and owner["controller"] is True
+    spec = job["spec"]
+    assert spec["ttlSecondsAfterFinished"] > 0
+    fail_fast = spec["podFailurePolicy"]["rules"][0]
+    assert fail_fast["action"] == "FailJob"
+    assert set(fail_fast["onExitCodes"]["values"]) == {65, 66}
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"  # podFailurePolicy requires it
+    assert pod["automountServiceAccountToken"] is False  # the loader gets no k8s access
+    assert job["metadata"]["labels"]["catalog.productimport.dev/catalog"] == "main"
+
+
+def test_loader_arguments_carry_the_spec():
+    container = build_job(OBJ, OperatorSettings())["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    joined = " ".join(args)
+    assert args[:2] == ["import", "s3://uploads/shop-a/main/x.upload"]
+    for expected in (
+        "--catalog main",
+        "--namespace shop-a",
+        f"--import-id {OBJ['metadata']['uid']}",
+        "--preset shopify",
+        "--mode replace",
+        "--dry-run",
+        "--mapping Variant SKU=sku",
+        "--max-errors 10",
+        "--max-error-ratio 0.5",
+        "--delimiter ;",
+        "--encoding latin-1",
+        "--threads 2",
+        "--json",
+    ):
+        assert expected in joined, expected
+    assert container["resources"]["requests"]["cpu"] == "1"
+    assert container["resources"]["limits"]["memory"] == "4Gi"
+    assert container["envFrom"][0]["secretRef"]["name"] == OperatorSettings().loader_secret_name
+
+
+def test_url_source_is_passed_through():
+    obj = copy.deepcopy(OBJ)
+    obj["spec"]["source"] = {"url": "https://feeds.example.com/p.csv"}
+    args = build_job(obj, OperatorSettings())["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[1] == "https://feeds.example.com/p.csv"
