@@ -30,6 +30,12 @@ bench: setup
 	$(PY) -m bench
 
 # The optional large run: 10M rows (~5.5 GB per file) under DuckDB's memory limit.
+dev-up: setup
+	@$(PY) -m devenv up
+
+dev-down:
+	@if [[ -x $(PY) ]]; then $(PY) -m devenv down; fi
+
 bench-10m: setup
 	BENCH_ROWS=10000000 $(PY) -m bench
 

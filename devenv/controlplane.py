@@ -308,7 +308,8 @@ class DevEnv:
             time.sleep(0.25)
         print(f"devenv: {comp.name} {'started' if started else 'already running'}", flush=True)
 
-    def up(self, extra: Callable[[DevEnv], list[Component]] | None = None) -> dict[str, str]:
+    def up(self, with_services: bool = True) -> dict[str, str]:
+        """Start what is not running yet; with_services adds the operator and the API."""
         L = self.layout
         L.root.mkdir(parents=True, exist_ok=True)
         bin_dir = obtain_binaries()
@@ -323,9 +324,13 @@ class DevEnv:
         self._start(self._minio(bin_dir))
         self._start(self._process_node(bin_dir))
         self.apply_crds()
-        for comp in extra(self) if extra else []:
-            self._start(comp)
         env = self.env()
+        if with_services:
+            from devenv import services  # it builds on this module
+
+            for comp in services.components(self):
+                self._start(comp)
+            env.update(services.service_env(self))
         self.write_env(env)
         return env
 

@@ -39,7 +39,9 @@ class Supervisor:
             pidfile.unlink(missing_ok=True)
             return None
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-        if state == "Z" or cmdline[0].decode(errors="replace") != program.strip():
+        # A script runs as `python SCRIPT`: its path is the second word there.
+        words = [word.decode(errors="replace") for word in cmdline[:2]]
+        if state == "Z" or program.strip() not in words:
             pidfile.unlink(missing_ok=True)
             return None
         return pid
@@ -72,13 +74,13 @@ class Supervisor:
         self._pidfile(name).write_text(f"{proc.pid}\n{argv[0]}\n")
         return proc.pid
 
-    def stop(self, name: str, grace: float = 15.0) -> bool:
-        """SIGTERM the component's process group, SIGKILL it after `grace` seconds.
-        Returns whether something was running."""
+    def stop(self, name: str, grace: float = 15.0, sig: signal.Signals = signal.SIGTERM) -> bool:
+        """Signal the component's process group (SIGTERM), SIGKILL it after `grace`
+        seconds. Returns whether something was running."""
         pid = self.pid(name)
         if pid is None:
             return False
-        _signal_group(pid, signal.SIGTERM)
+        _signal_group(pid, sig)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and _group_alive(pid):
             _reap(pid)

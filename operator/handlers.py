@@ -68,8 +68,9 @@ async def on_timer(namespace: str, name: str, **_: Any) -> None:
     await _pass(namespace, name)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY}, backoff=5)
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
 async def on_job_event(body: kopf.Body, namespace: str, **_: Any) -> None:
+    # Event handlers are not retried: a failed pass here is picked up by the timer.
     for ref in body.metadata.get("ownerReferences") or []:
         if ref.get("apiVersion") == f"{GROUP}/{VERSION}" and ref.get("controller"):
             await _pass(namespace, ref["name"])

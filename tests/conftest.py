@@ -1,5 +1,85 @@
-"""Shared pytest configuration.
+"""Shared pytest fixtures: the real local control plane and MinIO (devenv/).
 
-Fixture modules live beside this file and are registered here so every test directory
-can use them.
+`cluster` starts the dev environment once per test session (or reuses the one `make
+dev-up` started, and then leaves it running). Nothing is skipped: a component that cannot
+be obtained or started fails the tests that need it, with the reason.
 """
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from minio import Minio
+
+from devenv.controlplane import DevEnv, DevEnvError
+
+
+@dataclass
+class Cluster:
+    devenv: DevEnv
+    env: dict[str, str]
+
+    @property
+    def kubeconfig(self) -> Path:
+        return Path(self.env["KUBECONFIG"])
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess:
+        return self.devenv.kubectl(*args, check=check, input=input)
+
+    def namespace(self, prefix: str = "t") -> str:
+        """A new namespace for one test's objects (tests never share state by accident)."""
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.kubectl("create", "namespace", name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    env = DevEnv()
+    already_up = any(env.status().values())
+    try:
+        values = env.up()
+    except DevEnvError as exc:
+        pytest.fail(f"the local control plane could not be started: {exc}", pytrace=False)
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    yield Cluster(env, values)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    # Leave a developer's `make dev-up` environment running; stop what the tests started.
+    if not already_up:
+        env.down()
+
+
+@pytest.fixture(scope="session")
+def kube_client(cluster: Cluster) -> k8s.ApiClient:
+    return k8s_config.new_client_from_config(config_file=str(cluster.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def kube(kube_client: k8s.ApiClient) -> k8s.CustomObjectsApi:
+    """Custom resources (ProductImports); `kube.api_client` serves the other APIs."""
+    return k8s.CustomObjectsApi(kube_client)
+
+
+@pytest.fixture(scope="session")
+def minio(cluster: Cluster) -> Minio:
+    return Minio(
+        cluster.env["MINIO_ENDPOINT"],
+        access_key=cluster.env["MINIO_ACCESS_KEY"],
+        secret_key=cluster.env["MINIO_SECRET_KEY"],
+        secure=False,
+    )

@@ -83,6 +83,11 @@ def _schema_of(model: type) -> dict[str, Any]:
 def crd() -> dict[str, Any]:
     spec = _schema_of(ProductImportSpec)
     status = _schema_of(ProductImportStatus)
+    # kstatus (Flux) calls a resource with no status at all "Current": a Kustomization with
+    # wait: true would pass before the operator had even seen the import. A defaulted
+    # observedGeneration of 0 makes a new resource read "InProgress" until the operator
+    # writes its first status (docs/gitops.md).
+    status["default"] = {"observedGeneration": 0}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -1,0 +1,224 @@
+"""The operator end to end on the local control plane: kubectl apply -> Job -> status.
+
+Real kube-apiserver, real Job controller, real MinIO; the loader runs as a process on
+the process node. Waits are bounded (a stuck import fails the test) but never asserted
+on: these machines are shared.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.cluster
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+MAGENTO = DATA / "magento2-sample-data" / "products.csv"  # 1994 valid products
+WAIT = 300.0
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = WAIT) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def get(cluster, kind: str, name: str, ns: str) -> dict | None:
+    done = cluster.kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
+    return json.loads(done.stdout) if done.returncode == 0 else None
+
+
+def phase(cluster, name: str, ns: str) -> str | None:
+    obj = get(cluster, "productimport", name, ns)
+    return ((obj or {}).get("status") or {}).get("phase")
+
+
+def finished(cluster, name: str, ns: str) -> dict:
+    def probe():
+        obj = get(cluster, "productimport", name, ns)
+        if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return obj
+        return None
+
+    return wait_for(f"{ns}/{name} to finish", probe)
+
+
+def upload(minio, data: bytes | Path, suffix: str = ".csv") -> dict[str, str]:
+    if not minio.bucket_exists("uploads"):
+        minio.make_bucket("uploads")
+    key = f"tests/{uuid.uuid4()}{suffix}"
+    body = data.read_bytes() if isinstance(data, Path) else data
+    minio.put_object("uploads", key, io.BytesIO(body), len(body))
+    return {"bucket": "uploads", "key": key}
+
+
+def apply(cluster, name: str, ns: str, source: dict, catalog: str = "main", **spec) -> None:
+    doc = {
+        "apiVersion": "catalog.productimport.dev/v1alpha1",
+        "kind": "ProductImport",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"catalog": catalog, "source": {"object": source}, **spec},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
+
+
+def jobs_of(cluster, ns: str) -> list[dict]:
+    return json.loads(cluster.kubectl("get", "jobs", "-n", ns, "-o", "json").stdout)["items"]
+
+
+def events_of(cluster, name: str, ns: str) -> list[str]:
+    out = cluster.kubectl(
+        "get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}",
+        "-o", "json",
+    ).stdout  # fmt: skip
+    return [e["reason"] for e in json.loads(out)["items"]]
+
+
+def test_a_real_file_imports_and_kubectl_get_shows_the_counts(cluster, minio):
+    ns = cluster.namespace("op")
+    apply(cluster, "magento", ns, upload(minio, MAGENTO))
+    obj = finished(cluster, "magento", ns)
+    status = obj["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["counts"] == {
+        "rows": 1994, "created": 1994, "updated": 0, "unchanged": 0, "deleted": 0, "rejected": 0
+    }  # fmt: skip
+    assert status["catalogVersion"] == 1
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True" and ready["reason"] == "ImportSucceeded"
+    table = cluster.kubectl("get", "productimports", "-n", ns).stdout.splitlines()
+    assert table[1].split()[:7] == ["magento", "main", "Succeeded", "1994", "1994", "0", "0"]
+    reasons = events_of(cluster, "magento", ns)
+    assert "JobCreated" in reasons and "ImportSucceeded" in reasons
+    job = jobs_of(cluster, ns)[0]
+    assert job["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
+    # Re-applying the same manifest is a no-op: no second Job, same catalog version.
+    apply(cluster, "magento", ns, obj["spec"]["source"]["object"])
+    time.sleep(5)
+    assert len(jobs_of(cluster, ns)) == 1
+    assert get(cluster, "pi", "magento", ns)["status"]["catalogVersion"] == 1
+
+
+def test_an_invalid_file_fails_with_a_reason_and_an_error_report(cluster, minio):
+    ns = cluster.namespace("op")
+    rows = ["sku,name,price,currency"] + [f"S{i},Name {i},-{i}.50,EUR" for i in range(1, 40)]
+    apply(cluster, "negative", ns, upload(minio, ("\n".join(rows) + "\n").encode()))
+    status = finished(cluster, "negative", ns)["status"]
+    assert status["phase"] == "Failed"
+    assert status["reason"] == "ErrorPolicyExceeded", status
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "ErrorPolicyExceeded"
+    assert status["errors"][0]["code"] == "negative_price"
+    assert status["errors"][0]["line"] == 2
+    bucket, _, key = status["errorsRef"].removeprefix("s3://").partition("/")
+    report = minio.get_object(bucket, key).read().decode()
+    assert len(report.strip().splitlines()) == 1 + 39  # header + one record per bad row
+    assert "ImportFailed" in events_of(cluster, "negative", ns)
+    # Bad data is not retried: one pod, the Job failed by its podFailurePolicy.
+    job = jobs_of(cluster, ns)[0]
+    assert (job["status"].get("failed") or 0) == 1
+
+
+def test_a_missing_source_object_fails_at_once(cluster, minio):
+    ns = cluster.namespace("op")
+    apply(cluster, "ghost", ns, {"bucket": "uploads", "key": "tests/does-not-exist.csv"})
+    status = finished(cluster, "ghost", ns)["status"]
+    assert status["phase"] == "Failed" and status["reason"] == "SourceNotFound", status
+    assert "does-not-exist.csv" in status["message"]
+
+
+def test_imports_into_one_catalog_run_one_after_the_other(cluster, minio):
+    ns = cluster.namespace("op")
+    source = upload(minio, MAGENTO)
+    names = ["first", "second", "third"]
+    # Applied while the operator is down, so all three wait at once when it starts: the
+    # queue, not the speed of a 2-second import, decides the order.
+    _kill_operator(cluster)
+    try:
+        for name in names:
+            apply(cluster, name, ns, source, mode="upsert")
+            time.sleep(1.1)  # distinct creation seconds: the queue order is creation order
+    finally:
+        _start_operator(cluster)
+    results = [finished(cluster, name, ns)["status"] for name in names]
+    assert [s["phase"] for s in results] == ["Succeeded"] * 3, results
+    # Each ran against the catalog the previous one left: 1994 created, then unchanged
+    # (an import that changes nothing commits no new version).
+    assert results[0]["counts"]["created"] == 1994
+    assert results[1]["counts"]["unchanged"] == 1994 and results[2]["counts"]["unchanged"] == 1994
+    assert [s["catalogVersion"] for s in results] == [1, 1, 1]
+    spans = sorted((s["startTime"], s["completionTime"]) for s in results)
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert end <= start, f"two imports of one catalog overlapped: {spans}"
+    assert [s["startTime"] for s in results] == sorted(s["startTime"] for s in results)
+    assert "Queued" in events_of(cluster, "second", ns)
+    assert "Queued" in events_of(cluster, "third", ns)
+
+
+def _kill_operator(cluster) -> None:
+    assert cluster.devenv.sup.stop("operator", grace=0, sig=signal.SIGKILL)
+
+
+def _start_operator(cluster) -> None:
+    cluster.devenv.up()
+
+
+def test_operator_killed_before_the_job_exists(cluster, minio):
+    ns = cluster.namespace("op")
+    _kill_operator(cluster)
+    try:
+        apply(cluster, "early", ns, upload(minio, MAGENTO))
+        time.sleep(2)
+        assert jobs_of(cluster, ns) == []
+    finally:
+        _start_operator(cluster)
+    status = finished(cluster, "early", ns)["status"]
+    assert status["phase"] == "Succeeded" and status["counts"]["created"] == 1994
+    assert len(jobs_of(cluster, ns)) == 1
+
+
+def test_operator_killed_while_the_job_runs(cluster, minio):
+    ns = cluster.namespace("op")
+    apply(cluster, "midway", ns, upload(minio, MAGENTO))
+    wait_for("the Job", lambda: jobs_of(cluster, ns))
+    _kill_operator(cluster)
+    _start_operator(cluster)
+    status = finished(cluster, "midway", ns)["status"]
+    assert status["phase"] == "Succeeded" and status["counts"]["created"] == 1994
+    assert len(jobs_of(cluster, ns)) == 1
+
+
+def test_operator_killed_after_the_job_finished_before_the_status(cluster, minio):
+    ns = cluster.namespace("op")
+    apply(cluster, "late", ns, upload(minio, MAGENTO))
+    wait_for("the Job", lambda: jobs_of(cluster, ns))
+    _kill_operator(cluster)
+    try:
+
+        def complete():
+            conds = (jobs_of(cluster, ns)[0].get("status") or {}).get("conditions") or []
+            return any(c["type"] == "Complete" and c["status"] == "True" for c in conds)
+
+        wait_for("the Job to complete without the operator", complete)
+        assert phase(cluster, "late", ns) in (None, "Running")
+    finally:
+        _start_operator(cluster)
+    status = finished(cluster, "late", ns)["status"]
+    assert status["phase"] == "Succeeded" and status["counts"]["created"] == 1994
+    assert status["catalogVersion"] == 1
+    assert len(jobs_of(cluster, ns)) == 1
