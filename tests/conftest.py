@@ -50,6 +50,8 @@ def cluster() -> Iterator[Cluster]:
     try:
         values = env.up()
     except DevEnvError as exc:
+        if not already_up:
+            env.down()  # leave nothing half-started behind
         pytest.fail(f"the local control plane could not be started: {exc}", pytrace=False)
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
