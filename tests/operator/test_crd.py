@@ -96,3 +96,13 @@ def test_printer_columns(cluster):
     assert header == ["NAME", "CATALOG", "PHASE", "ROWS", "CREATED", "UPDATED", "REJECTED", "AGE"]
     wide = cluster.kubectl("get", "pi", "-n", ns, "-o", "wide").stdout.splitlines()[0].split()
     assert wide[-1] == "MESSAGE"
+
+
+def test_resource_reference_page_is_up_to_date():
+    from productimport.models.reference import render as render_reference
+
+    page = CRD_FILE.parents[1] / "docs" / "resource-reference.md"
+    assert page.read_text() == render_reference(), (
+        "docs/resource-reference.md is stale: run "
+        "`.venv/bin/python -m productimport.models.reference > docs/resource-reference.md`"
+    )
