@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup test lint demo bench bench-10m lock dev-up dev-down
+.PHONY: help setup test lint demo bench bench-upload bench-operator bench-10m lock dev-up dev-down
 
 help:
 	@echo "make demo     set up and run a demo import end to end"
@@ -28,6 +28,16 @@ demo: setup
 
 bench: setup
 	$(PY) -m bench
+	$(PY) -m bench.upload
+	$(PY) -m bench.apply_to_job
+
+# The operator: time from applying a ProductImport to its Job's creation.
+bench-operator: setup
+	$(PY) -m bench.apply_to_job
+
+# The upload API alone: a 1 GiB upload through the API vs. a direct put into MinIO.
+bench-upload: setup
+	$(PY) -m bench.upload
 
 # The optional large run: 10M rows (~5.5 GB per file) under DuckDB's memory limit.
 dev-up: setup

@@ -63,9 +63,10 @@ curl -sS -H "Authorization: Bearer $PRODUCTIMPORT_API_TOKEN" \
   .venv/bin/python -c '
 import json, sys
 page = json.load(sys.stdin)
-print(f"{page[\"total\"]} products in version {page[\"catalogVersion\"]}")
+print("%d products in catalog version %d" % (page["total"], page["catalogVersion"]))
 for p in page["items"]:
-    print(f"  {p[\"sku\"]:<14} {(p.get(\"name\") or \"\")[:40]:<40} {p.get(\"price\")} {p.get(\"currency\") or \"\"}")
+    name = (p.get("name") or "")[:40]
+    print("  %-14s %-40s %s %s" % (p["sku"], name, p.get("price"), p.get("currency") or ""))
 '
 echo
 echo "demo: done in $(( $(date +%s) - started ))s. The system is still running:"
