@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
@@ -64,7 +65,7 @@ class Reconciler:
         self._guard = threading.Lock()
         # Per import: passes that found a finished Job but no result, or no store at all.
         self._missing_results: dict[str, int] = defaultdict(int)
-        self._store_failures: dict[str, int] = defaultdict(int)
+        self._store_down_since: dict[str, float] = {}
 
     def _lock(self, namespace: str, catalog: str) -> threading.Lock:
         with self._guard:
@@ -85,16 +86,19 @@ class Reconciler:
             obj = self.kube.get_import(namespace, name)
             if obj is None or is_terminal(obj):
                 return
+            uid = obj["metadata"]["uid"]
             try:
                 finished = self._step(obj, spec)
-                self._store_failures.pop(obj["metadata"]["uid"], None)
+                self._store_down_since.pop(uid, None)
             except TemporaryFailure as exc:
-                # The store is down: try again at the next pass, for a while.
-                uid = obj["metadata"]["uid"]
-                self._store_failures[uid] += 1
-                if self._store_failures[uid] < self.settings.result_read_attempts:
+                # The store is down: try again at the next passes, for a while.
+                since = self._store_down_since.setdefault(uid, time.monotonic())
+                if time.monotonic() - since < self.settings.store_retry_seconds:
                     raise
-                self._finish_failed(obj, "StoreUnavailable", str(exc))
+                self._finish_failed(
+                    obj, "StoreUnavailable",
+                    f"{exc} (still failing after {self.settings.store_retry_seconds:.0f}s)",
+                )  # fmt: skip
                 finished = True
         if finished:
             self._start_next(namespace, spec.catalog)
@@ -109,7 +113,14 @@ class Reconciler:
         if job is None:
             # The loader may have finished while nobody watched (operator down, Job
             # deleted by its TTL): its result in the store is the truth.
-            result = self.reports.result(namespace, spec.catalog, uid)
+            try:
+                result = self.reports.result(namespace, spec.catalog, uid)
+            except TemporaryFailure as exc:
+                # Starting the Job is still safe: the loader is idempotent by import id,
+                # and it retries an unreachable store itself (exit 75, the Job's backoff).
+                log.warning("store unreachable, starting %s/%s anyway: %s", namespace,
+                            meta["name"], exc)  # fmt: skip
+                result = None
             if result is not None:
                 self._finish(obj, result)
                 return True

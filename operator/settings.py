@@ -40,8 +40,11 @@ class OperatorSettings(BaseSettings):
 
     # How often a non-terminal import is looked at again (Job state, progress).
     poll_seconds: float = 3.0
-    # Reading a finished import's result from MinIO: tries before giving up as Failed.
+    # A Job that completed but whose result is not (yet) in the store: passes to wait.
     result_read_attempts: int = 20
+    # The store unreachable for the operator itself: how long to keep retrying an import
+    # before it fails with reason StoreUnavailable.
+    store_retry_seconds: float = 300.0
     inline_errors: int = 5
 
     @property
