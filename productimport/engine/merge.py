@@ -1,7 +1,7 @@
 """Merging accepted rows into the current snapshot: counts and the next snapshot.
 
-One pass of joins in DuckDB (a full snapshot rewrite, the shape measured fastest in
-DUCKDB-NOTES.md). Semantics:
+One full outer join in DuckDB, streamed to Parquet (a full snapshot rewrite, the shape
+measured fastest in DUCKDB-NOTES.md). Semantics:
 - a column the file does not have leaves that field of existing products untouched;
   a column it has but with an empty cell clears the field (status and commodity_type,
   which cannot be empty, keep their value or take the preset's default);
@@ -13,6 +13,8 @@ DUCKDB-NOTES.md). Semantics:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import duckdb
 from productimport.engine.options import Mode
 from productimport.engine.parse import sql_string
 from productimport.engine.presets import Projection
+from productimport.engine.validate import typed_sql
 from productimport.models.product import PRODUCT_FIELDS, SNAPSHOT_COLUMNS
 
 EMPTY_SNAPSHOT = (
@@ -52,7 +55,11 @@ def load_current(con: duckdb.DuckDBPyConnection, snapshot: Path | None) -> None:
 
 
 def build_keyed(con: duckdb.DuckDBPyConnection, projection: Projection) -> None:
-    """Resolve each row's catalog key (Elastic Path matches by id, then external_ref)."""
+    """Resolve each row's catalog key (Elastic Path matches by id, then external_ref).
+
+    Reads the narrow first pass (`checked`) and only the key columns of the current
+    snapshot, so it is cheap to redo when another import moved the catalog meanwhile.
+    """
     if projection.match_by_reference:
         joins = """
             LEFT JOIN (SELECT id, any_value(sku) AS sku FROM cur GROUP BY id) by_id
@@ -69,14 +76,80 @@ def build_keyed(con: duckdb.DuckDBPyConnection, projection: Projection) -> None:
     con.execute(f"""
         CREATE TEMP TABLE keyed AS
         WITH matched AS (
-            SELECT t.* REPLACE (coalesce({match}, t.sku) AS sku),
-                   {match} AS key_match, {id_matched} AS id_matched
-            FROM typed t {joins}
+            SELECT t.rn, coalesce({match}, t.sku) AS sku, {match} AS key_match,
+                   {id_matched} AS id_matched, t.given_sku, t.ep_id
+            FROM checked t {joins}
         )
         SELECT m.*, (c.sku IS NOT NULL) AS exists_in_catalog,
                min(m.rn) OVER (PARTITION BY m.sku) AS first_rn
         FROM matched m LEFT JOIN (SELECT DISTINCT sku FROM cur) c ON c.sku = m.sku
     """)
+
+
+def accepted_by_rn() -> str:
+    """The accepted rows of `typed`, picked by record number (works for every preset)."""
+    return f"""
+        SELECT t.* REPLACE (a.sku AS sku) FROM typed t JOIN ({ACCEPTED}) a ON a.rn = t.rn
+    """
+
+
+# Rows of `keyed` with no error: unique keys, since every later duplicate is rejected.
+ACCEPTED = "SELECT rn, sku FROM keyed WHERE rn NOT IN (SELECT rn FROM row_errors)"
+
+
+def accepted_by_key(con: duckdb.DuckDBPyConnection, projection: Projection) -> str:
+    """The accepted rows of `typed_unnumbered` (the file read in parallel, rows without
+    numbers), for presets whose key is the row's own sku.
+
+    A key held by one row names that row, so its key says whether it is accepted. Of a
+    key held by several rows only the first occurrence can be accepted: those rows are
+    fetched by number into `first_of_duplicates` (one ordered scan, only when the file
+    has such a row; the numbers are matched right after the scan, so only those rows are
+    ever projected and typed).
+    """
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE shared_keys AS
+        SELECT DISTINCT sku FROM keyed WHERE sku IS NOT NULL AND rn <> first_rn
+    """)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE accepted_keys AS
+        SELECT sku FROM ({ACCEPTED}) WHERE sku NOT IN (SELECT sku FROM shared_keys)
+    """)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE wanted_rows AS
+        SELECT rn FROM ({ACCEPTED}) WHERE sku IN (SELECT sku FROM shared_keys)
+    """)
+    con.execute("CREATE OR REPLACE TEMP TABLE first_of_duplicates AS FROM typed WHERE false")
+    if con.execute("SELECT count(*) FROM wanted_rows").fetchone()[0]:  # type: ignore[index]
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW raw_wanted AS "
+            "SELECT * FROM raw WHERE rn IN (SELECT rn FROM wanted_rows)"
+        )
+        con.execute("CREATE OR REPLACE TEMP VIEW staged_wanted AS " + projection.over("raw_wanted"))
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW typed_wanted AS {typed_sql(projection, 'staged_wanted')}"
+        )
+        with forced_join_order(con):
+            con.execute("INSERT INTO first_of_duplicates FROM typed_wanted")
+    return """
+        SELECT * FROM typed_unnumbered WHERE sku IN (SELECT sku FROM accepted_keys)
+        UNION ALL
+        SELECT * FROM first_of_duplicates
+    """
+
+
+@contextlib.contextmanager
+def forced_join_order(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Joins in the order written, the right-hand side the build side.
+
+    The optimizer guesses that a CSV scan holds a few dozen rows and would build its
+    hash tables on the file (whole rows, in memory) instead of on the narrow key lists.
+    """
+    con.execute("SET disabled_optimizers = 'join_order,build_side_probe_side'")
+    try:
+        yield
+    finally:
+        con.execute("RESET disabled_optimizers")
 
 
 def merge(
@@ -85,10 +158,28 @@ def merge(
     mode: Mode,
     import_id: str,
     target: Path,
+    parquet_options: str,
+    incoming_sql: str,
 ) -> MergeCounts:
-    """Write the next snapshot to `target` from `keyed` minus `row_errors`, and count."""
+    """Write the next snapshot to `target` from `incoming_sql` (the accepted rows, typed,
+    with their resolved key), and count.
+
+    One streaming statement: the second pass over the file (full rows this time) is
+    joined with the current snapshot and written straight to Parquet, never held as a
+    table. Created/updated rows carry this import's id and timestamp, so the counts are
+    read back from the two bookkeeping columns of what was written.
+    """
     fields = [f for f in PRODUCT_FIELDS if f not in ("sku", "attributes")]
     present = {_field_of(raw) for raw in projection.present}
+    # The file's own fields are compared with the product's through one hash of them,
+    # so the hash table on the current snapshot holds a narrow row, not whole products
+    # (their descriptions above all): that table must fit the memory limit. A false
+    # "unchanged" needs a 64-bit collision, and would still write the file's values.
+    hashed = [f for f in fields if f in present and f not in DEFAULTED]
+    kept_from_current = [f for f in fields if f not in present and f not in DEFAULTED]
+    slim = ["sku", "id", "created_at", "updated_at", "import_id", "attributes"]
+    slim += [*kept_from_current, *sorted(DEFAULTED)]
+    digest = f"hash({', '.join(hashed)})" if hashed else "0"
     merged_fields = []
     for f in fields:
         if f in DEFAULTED:
@@ -97,71 +188,80 @@ def merge(
             merged_fields.append(f"i.{f} AS {f}")
         else:
             merged_fields.append(f"c.{f} AS {f}")
+    # Attributes are equal when their entries are, in any order; comparing the maps as
+    # they are first settles almost every row without sorting anything.
     same = " AND ".join(
-        [f"m.{f} IS NOT DISTINCT FROM c.{f}" for f in fields]
+        [f"{digest} = c_digest"]
+        + [f"{f} IS NOT DISTINCT FROM c_{f}" for f in sorted(DEFAULTED)]
         + [
-            "list_sort(map_entries(m.attributes)) IS NOT DISTINCT FROM "
-            "list_sort(map_entries(c.attributes))"
+            "(attributes IS NOT DISTINCT FROM c_attributes OR "
+            "list_sort(map_entries(attributes)) IS NOT DISTINCT FROM "
+            "list_sort(map_entries(c_attributes)))"
         ]
     )
-    con.execute("DROP TABLE IF EXISTS merged")
-    con.execute(f"""
-        CREATE TEMP TABLE merged AS
-        WITH incoming AS (
-            SELECT k.* FROM keyed k ANTI JOIN (SELECT DISTINCT rn FROM row_errors) e
-                ON e.rn = k.rn
-        ),
-        joined AS (
-            SELECT coalesce(c.id, gen_random_uuid()::VARCHAR) AS id, i.sku,
-                   {", ".join(merged_fields)},
-                   map_concat(coalesce(c.attributes, MAP {{}}::MAP(VARCHAR, VARCHAR)),
-                              i.attributes) AS attributes,
-                   c.sku IS NULL AS is_new, c.created_at AS old_created,
-                   c.updated_at AS old_updated, c.import_id AS old_import
-            FROM incoming i LEFT JOIN cur c ON c.sku = i.sku
-        )
-        SELECT m.*, CASE WHEN m.is_new THEN 'created' WHEN {same} THEN 'unchanged'
-                         ELSE 'updated' END AS change
-        FROM joined m LEFT JOIN cur c ON c.sku = m.sku
-    """)
-    protected = "SELECT sku FROM merged UNION SELECT sku FROM keyed WHERE sku IS NOT NULL"
-    kept = "SELECT * FROM cur WHERE sku NOT IN (SELECT sku FROM merged)"
+    now = con.execute("SELECT now()::TIMESTAMP").fetchone()[0]  # type: ignore[index]
+    stamp = f"TIMESTAMP {sql_string(now.isoformat(sep=' '))}"
+    this_import = sql_string(import_id)
+    kept = f"SELECT sku FROM ({ACCEPTED})"
+    keep = f"sku NOT IN ({kept})"
     if mode is Mode.replace:
-        kept = (
-            "SELECT * FROM cur WHERE sku IN (SELECT sku FROM keyed WHERE sku IS NOT NULL) "
-            "AND sku NOT IN (SELECT sku FROM merged)"
-        )
+        # Products the file does not mention go, but never one whose row was rejected.
+        keep += " AND sku IN (SELECT sku FROM keyed WHERE sku IS NOT NULL)"
     columns = ", ".join(SNAPSHOT_COLUMNS)
-    now = "now()::TIMESTAMP"
-    con.execute(f"""
+    with forced_join_order(con):
+        (written,) = con.execute(f"""
         COPY (
+            WITH incoming AS ({incoming_sql}),
+            current_slim AS (
+                SELECT {", ".join(slim)}, {digest} AS digest FROM cur
+            ),
+            joined AS (
+                SELECT i.sku, c.sku AS c_sku, c.id AS c_id, c.created_at AS c_created,
+                       c.updated_at AS c_updated, c.import_id AS c_import,
+                       c.digest AS c_digest, c.attributes AS c_attributes,
+                       {", ".join(f"c.{f} AS c_{f}" for f in sorted(DEFAULTED))},
+                       {", ".join(merged_fields)},
+                       -- map_concat is costly; when the file brings the same keys
+                       -- (the usual case) or the product had none, it is the file's map.
+                       CASE WHEN c.attributes IS NULL OR cardinality(c.attributes) = 0
+                                 OR map_keys(c.attributes) = map_keys(i.attributes)
+                                 THEN i.attributes
+                            ELSE map_concat(c.attributes, i.attributes) END AS attributes
+                FROM incoming i LEFT JOIN current_slim c ON c.sku = i.sku
+            ),
+            classified AS (
+                SELECT *, CASE WHEN c_sku IS NULL THEN 'created'
+                               WHEN {same} THEN 'unchanged'
+                               ELSE 'updated' END AS change
+                FROM joined
+            )
             SELECT {columns} FROM (
-                SELECT * EXCLUDE (is_new, old_created, old_updated, old_import, change),
-                       coalesce(old_created, {now}) AS created_at,
-                       CASE WHEN change = 'unchanged' THEN old_updated ELSE {now} END
+                SELECT *,
+                       coalesce(c_id, gen_random_uuid()::VARCHAR) AS id,
+                       coalesce(c_created, {stamp}) AS created_at,
+                       CASE WHEN change = 'unchanged' THEN c_updated ELSE {stamp} END
                            AS updated_at,
-                       CASE WHEN change = 'unchanged' THEN old_import
-                            ELSE {sql_string(import_id)} END AS import_id
-                FROM merged
+                       CASE WHEN change = 'unchanged' THEN c_import ELSE {this_import} END
+                           AS import_id
+                FROM classified
             )
             UNION ALL
-            SELECT {columns} FROM ({kept})
-        ) TO {sql_string(str(target))}
-        (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 122880)
-    """)
-    created, updated, unchanged = con.execute(
-        "SELECT count(*) FILTER (change = 'created'), count(*) FILTER (change = 'updated'), "
-        "count(*) FILTER (change = 'unchanged') FROM merged"
-    ).fetchone()  # type: ignore[misc]
+            SELECT {columns} FROM cur WHERE {keep}
+        ) TO {sql_string(str(target))} ({parquet_options})
+        """).fetchone()  # type: ignore[misc]
+    # Only rows this run created or changed carry its import id with its timestamp
+    # (an import id is applied once, and the timestamp is this run's own).
+    created, touched = con.execute(f"""
+        SELECT count(*) FILTER (created_at = {stamp}),
+               count(*) FILTER (updated_at = {stamp})
+        FROM read_parquet({sql_string(str(target))}) WHERE import_id = {this_import}
+    """).fetchone()  # type: ignore[misc]
+    (accepted,) = con.execute(f"SELECT count(*) FROM ({ACCEPTED})").fetchone()  # type: ignore[misc]
     deleted = 0
     if mode is Mode.replace:
-        deleted = con.execute(
-            f"SELECT count(*) FROM cur WHERE sku NOT IN ({protected})"
-        ).fetchone()[0]  # type: ignore[index]
-    products = con.execute(
-        f"SELECT count(*) FROM read_parquet({sql_string(str(target))})"
-    ).fetchone()[0]  # type: ignore[index]
-    return MergeCounts(created, updated, unchanged, deleted, products)
+        (before,) = con.execute("SELECT count(*) FROM cur").fetchone()  # type: ignore[misc]
+        deleted = before + created - written
+    return MergeCounts(created, touched - created, accepted - touched, deleted, written)
 
 
 def _field_of(raw: str) -> str:

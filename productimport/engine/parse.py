@@ -71,7 +71,49 @@ def _sniff_delimiter(first_line: str, quote: str) -> str:
     return best if counts[best] else ","
 
 
-def read_csv(con: duckdb.DuckDBPyConnection, source: LocalSource, options: CsvOptions) -> RawTable:
+@dataclass
+class CsvScan:
+    """A CSV file's dialect and header, read without DuckDB; `sql()` scans its records.
+
+    The scan can run more than once (the narrow validation pass, then the full merge
+    pass): DuckDB parses the same bytes the same way each time, so `rn` numbers the same
+    record identically in both passes.
+    """
+
+    source: LocalSource
+    headers: list[str]
+    delimiter: str
+    params: dict[str, str]
+    header: bool
+    text: str  # the first MiB of the file, decoded: enough to tell an empty file
+
+    def sql(self, rejects: str) -> str:
+        """`read_csv(...)` with malformed records captured in table `rejects`."""
+        args = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return (
+            f"read_csv({sql_string(str(self.source.path))}, {args}, store_rejects=true, "
+            f"rejects_table={sql_string(rejects)}, rejects_scan={sql_string(rejects + '_scans')})"
+        )
+
+    def numbered(self, rejects: str, only: set[int] | None = None) -> str:
+        """Records numbered in file order. row_number() OVER () is a streaming window
+        that DuckDB runs in source order, on one thread, whatever
+        preserve_insertion_order says; columns cannot be pruned through it, so `only`
+        names the columns to parse (the others read as NULL)."""
+        if only is None:
+            return f"SELECT row_number() OVER () AS rn, * FROM {self.sql(rejects)}"
+        columns = ", ".join(
+            f"c{i}" if i in only else f"NULL::VARCHAR AS c{i}" for i in range(len(self.headers))
+        )
+        picked = ", ".join(f"c{i}" for i in sorted(only)) or "NULL AS nothing"
+        return (
+            f"SELECT row_number() OVER () AS rn, {columns} "
+            f"FROM (SELECT {picked} FROM {self.sql(rejects)})"
+        )
+
+
+def inspect_csv(source: LocalSource, options: CsvOptions) -> CsvScan:
+    """Header, delimiter and newline style from the file's first MiB."""
     text, newline = _first_record(source, options)
     first_line = text.split("\n", 1)[0].rstrip("\r")
     delimiter = options.delimiter or _sniff_delimiter(first_line, options.quote)
@@ -96,6 +138,7 @@ def read_csv(con: duckdb.DuckDBPyConnection, source: LocalSource, options: CsvOp
     params = {
         "columns": columns,
         "header": "true" if options.header else "false",
+        # No sniffing: the schema and dialect are given, and sniffing costs a read.
         "auto_detect": "false",
         "delim": sql_string(delimiter),
         "quote": sql_string(options.quote),
@@ -104,21 +147,44 @@ def read_csv(con: duckdb.DuckDBPyConnection, source: LocalSource, options: CsvOp
         "new_line": "'\\r\\n'" if newline == "\r\n" else "'\\n'",
         "encoding": sql_string(options.encoding),
         "compression": sql_string("gzip" if source.gzip else "none"),
-        "store_rejects": "true",
-        "rejects_table": "'reject_errors'",
-        "rejects_scan": "'reject_scans'",
         # strict_mode is DuckDB's default; setting it explicitly made DuckDB 2.0 return
         # zero rows, silently, for a CRLF file without a final newline.
     }
-    args = ", ".join(f"{k}={v}" for k, v in params.items())
+    return CsvScan(
+        source=source,
+        headers=headers,
+        delimiter=delimiter,
+        params=params,
+        header=options.header,
+        text=text,
+    )
+
+
+def define_raw(
+    con: duckdb.DuckDBPyConnection, scan: CsvScan, rejects: str, only: set[int] | None = None
+) -> None:
+    """View `raw(rn, c0..cN)` over the file: each query that reads it parses the file
+    again, streaming (only the columns in `only`, when given)."""
+    con.execute(f"CREATE OR REPLACE TEMP VIEW raw AS {scan.numbered(rejects, only)}")
+
+
+def materialise_raw(con: duckdb.DuckDBPyConnection, scan: CsvScan) -> None:
+    """Table `raw(rn, c0..cN)`: for presets that read `raw` more than once per query
+    (a view would parse the file, and capture its malformed records, once per read)."""
     try:
-        con.execute(
-            f"CREATE TEMP TABLE raw AS SELECT row_number() OVER () AS rn, * "
-            f"FROM read_csv({sql_string(str(source.path))}, {args})"
-        )
+        con.execute(f"CREATE TEMP TABLE raw AS {scan.numbered('reject_errors')}")
     except duckdb.Error as exc:
-        raise ParseError(f"{source.name} could not be parsed as CSV: {_first_line(exc)}") from exc
-    header_offset = 1 if options.header else 0
+        raise csv_error(scan, exc) from exc
+
+
+def csv_error(scan: CsvScan, exc: Exception) -> ParseError:
+    return ParseError(f"{scan.source.name} could not be parsed as CSV: {_first_line(exc)}")
+
+
+def malformed_csv_records(con: duckdb.DuckDBPyConnection, scan: CsvScan) -> list[Malformed]:
+    """The records DuckDB rejected while scanning into table `reject_errors`."""
+    header_offset = 1 if scan.header else 0
+    headers = scan.headers
 
     def header_of(column: str | None) -> str | None:
         # DuckDB names our positional columns (c0, c1, ...); users know the headers.
@@ -126,7 +192,7 @@ def read_csv(con: duckdb.DuckDBPyConnection, source: LocalSource, options: CsvOp
             return headers[int(column[1:])] if int(column[1:]) < len(headers) else None
         return column
 
-    malformed = [
+    return [
         Malformed(record=line - header_offset, column=header_of(column), message=message, text=text)
         for line, column, message, text in con.execute(
             """
@@ -136,14 +202,15 @@ def read_csv(con: duckdb.DuckDBPyConnection, source: LocalSource, options: CsvOp
             """
         ).fetchall()
     ]
-    rows = con.execute("SELECT count(*) FROM raw").fetchone()[0]  # type: ignore[index]
-    if rows == 0 and not malformed and _has_data_after_header(text, options.header):
-        # Never report "0 rows, success" for a file that visibly holds rows.
+
+
+def check_rows_read(scan: CsvScan, rows: int, malformed: list[Malformed]) -> None:
+    """Never report "0 rows, success" for a file that visibly holds rows."""
+    if rows == 0 and not malformed and _has_data_after_header(scan.text, scan.header):
         raise ParseError(
-            f"{source.name}: no rows could be read although the file holds data; "
-            f"check the delimiter ({delimiter!r}), quote and encoding options"
+            f"{scan.source.name}: no rows could be read although the file holds data; "
+            f"check the delimiter ({scan.delimiter!r}), quote and encoding options"
         )
-    return RawTable(headers=headers, rows=rows, malformed=malformed, delimiter=delimiter)
 
 
 def _has_data_after_header(text: str, header: bool) -> bool:

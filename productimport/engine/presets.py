@@ -71,9 +71,32 @@ def attribute_key(header: str) -> str:
     return key
 
 
+# The code points DuckDB's trim() removes (Unicode category Zs), measured on DuckDB 2.0.
+# tests/engine/test_expressions.py checks this list against trim() itself.
+TRIMMED_CODE_POINTS = (0x20, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000)
+
+
+def _trimmed(code_point: str) -> str:
+    """Whether a code point is one trim() removes. Comparisons, not IN (...): DuckDB
+    turns an IN list into a join, two per column. A letter fails the first two tests."""
+    return (
+        f"({code_point} = 32 OR ({code_point} >= 160 AND ({code_point} = 160 "
+        f"OR {code_point} = 5760 OR {code_point} BETWEEN 8192 AND 8202 OR {code_point} = 8239 "
+        f"OR {code_point} = 8287 OR {code_point} = 12288)))"
+    )
+
+
 def text(col: str) -> str:
-    """A cell as trimmed text, empty meaning absent."""
-    return f"nullif(trim({col}), '')"
+    """A cell as trimmed text, empty meaning absent.
+
+    trim() decodes the whole string to find its last character, which made it the most
+    expensive expression of an import (long descriptions); a cell can only change when
+    its first or last code point is one trim() removes, and both are cheap to read.
+    """
+    return (
+        f"CASE WHEN {_trimmed(f'ascii({col})')} OR {_trimmed(f'ascii({col}[-1])')} "
+        f"THEN nullif(trim({col}), '') ELSE nullif({col}, '') END"
+    )
 
 
 @dataclass
@@ -87,6 +110,17 @@ class Projection:
     present: set[str] = field(default_factory=set)  # fields the file provides
     # Elastic Path: rows match existing products by id or external_ref, one of them needed.
     match_by_reference: bool = False
+    # One output row per input row, reading `raw` once: the file can then be scanned
+    # (twice, streaming) instead of being loaded into a table first.
+    streamable: bool = False
+    # Streamable ones: the source column index each canonical text field reads.
+    field_columns: dict[str, int] = field(default_factory=dict)
+
+    def over(self, table: str) -> str:
+        """The same projection reading `table` instead of `raw` (streamable ones only)."""
+        if not self.streamable or not self.sql.endswith(" FROM raw"):
+            raise ValueError("only a streamable projection can read another table")
+        return self.sql.removesuffix(" FROM raw") + f" FROM {table}"
 
 
 class Columns:
@@ -193,11 +227,13 @@ def _simple(
     """
     exprs: dict[str, str] = {}
     sources: dict[str, str] = {}
+    field_columns: dict[str, int] = {}
     for name in TEXT_FIELDS:
         col = overrides.get(name) or (cols.take(*candidates[name]) if name in candidates else None)
         exprs[name] = text(col) if col else "NULL"
         if col:
             sources[name] = cols.header(col)
+            field_columns[name] = int(col[1:])
     present = set(sources)
     if combine:
         exprs["given_sku"] = exprs["sku"]
@@ -207,7 +243,13 @@ def _simple(
     select = ", ".join(f"{expr} AS {name}" for name, expr in exprs.items())
     sql = f"SELECT rn, {select}, {_attributes_sql(cols, ignored)} AS attributes FROM raw"
     return Projection(
-        sql=sql, sources=sources, required=required, defaults=defaults, present=present
+        sql=sql,
+        sources=sources,
+        required=required,
+        defaults=defaults,
+        present=present,
+        streamable=True,
+        field_columns=field_columns,
     )
 
 

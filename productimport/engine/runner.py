@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import tempfile
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,19 +26,65 @@ from productimport.engine.errors import (
     PreconditionFailed,
 )
 from productimport.engine.lines import record_start_lines, records_for_valid_rows
-from productimport.engine.merge import build_keyed, load_current, merge
+from productimport.engine.merge import (
+    accepted_by_key,
+    accepted_by_rn,
+    build_keyed,
+    load_current,
+    merge,
+)
 from productimport.engine.objectstore import ObjectStore, open_store
 from productimport.engine.options import ImportOptions, InputFormat, Mode
-from productimport.engine.parse import RawTable, read_csv, read_json, sql_string
-from productimport.engine.presets import project
+from productimport.engine.parse import (
+    CsvScan,
+    Malformed,
+    check_rows_read,
+    csv_error,
+    define_raw,
+    inspect_csv,
+    malformed_csv_records,
+    materialise_raw,
+    read_json,
+    sql_string,
+)
+from productimport.engine.presets import Projection, project
 from productimport.engine.progress import ProgressReporter
 from productimport.engine.source import LocalSource, describe, fetch
-from productimport.engine.validate import RAW_OF, build_row_errors, typed_sql
+from productimport.engine.validate import (
+    CHECKED_FIELDS,
+    RAW_OF,
+    build_row_errors,
+    checked_sql,
+    typed_sql,
+)
 from productimport.models.product import ErrorRecord, ImportCounts, ImportResult
 
 INLINE_ERRORS = 10
 VALUE_LIMIT = 200
 COMMIT_ATTEMPTS = 5
+# DuckDB's own default is 80% of the machine's memory, far more than an import needs:
+# with a cap, joins and sorts spill to the temp directory instead of growing.
+DEFAULT_MEMORY_LIMIT = "800MB"
+# zstd level 1: most of zstd's size win for little of its writing time (DUCKDB-NOTES.md).
+SNAPSHOT_PARQUET = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 61440"
+
+
+@dataclass
+class _Input:
+    """The source file and how its columns map onto products."""
+
+    source: LocalSource
+    headers: list[str]
+    projection: Projection
+    scan: CsvScan | None = None
+    malformed: list[Malformed] = field(default_factory=list)
+    raw_rows: int | None = None  # None until the first scan of a streamed file
+
+
+def _file_stamp(path: Path) -> tuple[int, int]:
+    """Size and mtime: a file scanned twice must not change in between."""
+    info = path.stat()
+    return info.st_size, info.st_mtime_ns
 
 
 def _reused_result(catalog: Catalog, import_id: str) -> ImportResult | None:
@@ -115,60 +162,124 @@ class ImportRun:
 
     # -- steps -----------------------------------------------------------------------
     def _connect(self, workdir: Path) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect(config={"temp_directory": str(workdir / "duckdb-spill")})
-        if self.options.memory_limit:
-            con.execute(f"SET memory_limit = {sql_string(self.options.memory_limit)}")
+        con = duckdb.connect(
+            config={
+                "temp_directory": str(workdir / "duckdb-spill"),
+                # Nothing here depends on the order rows come out of a query (record
+                # numbers come from a streaming window that keeps file order anyway);
+                # keeping it would buffer whole results before writing them.
+                "preserve_insertion_order": False,
+            }
+        )
+        con.execute(
+            f"SET memory_limit = {sql_string(self.options.memory_limit or DEFAULT_MEMORY_LIMIT)}"
+        )
         if self.options.threads:
             con.execute(f"SET threads = {int(self.options.threads)}")
         return con
 
-    def _read(self, con: duckdb.DuckDBPyConnection, workdir: Path) -> tuple[LocalSource, RawTable]:
+    def _read(self, con: duckdb.DuckDBPyConnection, workdir: Path) -> _Input:
+        """Fetch the source and find its columns. A CSV file of a one-row-per-record
+        preset is left on disk and scanned twice, streaming; anything else is loaded."""
         self.progress.stage("reading")
         path, name = fetch(self.options.source, workdir)
         source = describe(path, name, self.options.format, self.options.gzip)
         if source.format is InputFormat.csv:
-            raw = read_csv(con, source, self.options.csv)
-        else:
-            raw = read_json(con, source)
-        self.progress.stage("validating", rows=raw.rows + len(raw.malformed))
-        return source, raw
-
-    def _run(self, con: duckdb.DuckDBPyConnection, workdir: Path) -> ImportResult:
-        source, raw = self._read(con, workdir)
+            scan = inspect_csv(source, self.options.csv)
+            projection = project(self.options.preset, scan.headers, self.options.mapping)
+            if projection.streamable:
+                define_raw(con, scan, "reject_errors")  # scanned by the first pass
+                return _Input(source, scan.headers, projection, scan=scan)
+            materialise_raw(con, scan)
+            malformed = malformed_csv_records(con, scan)
+            rows = con.execute("SELECT count(*) FROM raw").fetchone()[0]  # type: ignore[index]
+            check_rows_read(scan, rows, malformed)
+            return _Input(
+                source, scan.headers, projection, scan=scan, malformed=malformed, raw_rows=rows
+            )
+        raw = read_json(con, source)
         projection = project(self.options.preset, raw.headers, self.options.mapping)
+        return _Input(source, raw.headers, projection, malformed=raw.malformed, raw_rows=raw.rows)
+
+    def _checked(self, con: duckdb.DuckDBPyConnection, data: _Input, rejects: str) -> None:
+        """Table `checked`; a streamed file is scanned for it parsing only the columns
+        the rules read."""
+        projection = data.projection
+        if data.scan is not None and projection.streamable:
+            wanted = {*CHECKED_FIELDS, *(RAW_OF.get(f, f) for f in projection.required)}
+            only = {i for name, i in projection.field_columns.items() if name in wanted}
+            define_raw(con, data.scan, rejects, only)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS {checked_sql(projection)}")
+
+    def _first_pass(self, con: duckdb.DuckDBPyConnection, data: _Input) -> int:
+        """Table `checked`: the narrow typed fields the rules read, one row per record."""
+        projection = data.projection
+        try:
+            con.execute(f"CREATE TEMP VIEW staged AS {projection.sql}")
+            con.execute(f"CREATE TEMP VIEW typed AS {typed_sql(projection)}")
+        except duckdb.Error as exc:
+            raise ParseError(f"cannot map the file's columns: {exc}") from exc
+        try:
+            self._checked(con, data, "reject_errors")
+        except duckdb.Error as exc:
+            if data.raw_rows is None and data.scan is not None:  # the file's first scan
+                raise csv_error(data.scan, exc) from exc
+            raise ParseError(f"cannot map the file's columns: {exc}") from exc
+        staged_rows = con.execute("SELECT count(*) FROM checked").fetchone()[0]  # type: ignore[index]
+        if data.raw_rows is None and data.scan is not None:
+            # A streamed preset keeps every record: the first pass has counted them.
+            data.malformed = malformed_csv_records(con, data.scan)
+            data.raw_rows = staged_rows
+            check_rows_read(data.scan, staged_rows, data.malformed)
+        self.progress.stage("validating", rows=data.raw_rows + len(data.malformed))
         missing = [f for f in projection.required if RAW_OF.get(f, f) not in projection.present]
-        if missing and raw.rows:
+        if missing and data.raw_rows:
             raise ParseError(
                 f"the file has no column for the required field(s) "
                 f"{', '.join(repr(f) for f in missing)} under the {self.options.preset.value} "
-                f"preset (columns: {', '.join(raw.headers)}); map one with --mapping "
+                f"preset (columns: {', '.join(data.headers)}); map one with --mapping "
                 f"COLUMN=FIELD or choose another preset"
             )
-        try:
-            con.execute(f"CREATE TEMP TABLE staged AS {projection.sql}")
-        except duckdb.Error as exc:
-            raise ParseError(f"cannot map the file's columns: {exc}") from exc
-        con.execute(f"CREATE TEMP VIEW typed AS {typed_sql(projection)}")
-        staged_rows = con.execute("SELECT count(*) FROM staged").fetchone()[0]  # type: ignore[index]
+        return staged_rows
 
-        for _attempt in range(COMMIT_ATTEMPTS):
+    def _run(self, con: duckdb.DuckDBPyConnection, workdir: Path) -> ImportResult:
+        data = self._read(con, workdir)
+        source = data.source
+        stamp = _file_stamp(source.path)
+        staged_rows = self._first_pass(con, data)
+        malformed = data.malformed
+
+        for attempt in range(COMMIT_ATTEMPTS):
             head, etag = self.catalog.head()
             snapshot = workdir / "current.parquet"
             has_current = self.catalog.download_snapshot(head, snapshot)
             load_current(con, snapshot if has_current else None)
-            build_keyed(con, projection)
-            build_row_errors(con, projection, self.options.mode, has_current)
-            errors = self._error_records(con, source, raw)
+            if attempt:  # the first pass was dropped to leave the merge its memory
+                self._checked(con, data, f"reject_errors_{attempt}_checked")
+            build_keyed(con, data.projection)
+            build_row_errors(con, data.projection, self.options.mode, has_current)
+            con.execute("DROP TABLE checked")
+            errors = self._error_records(con, source, malformed)
             rejected_rows = con.execute("SELECT count(DISTINCT rn) FROM row_errors").fetchone()[0]  # type: ignore[index]
             counts = ImportCounts(
-                rows=staged_rows + len(raw.malformed), rejected=rejected_rows + len(raw.malformed)
+                rows=staged_rows + len(malformed), rejected=rejected_rows + len(malformed)
             )
             self._last_counts = counts
             errors_ref = self._write_errors(con, workdir, errors)
             self._check_policy(counts)
             self.progress.stage("merging", rows=counts.rows)
             target = workdir / "next.parquet"
-            merged = merge(con, projection, self.options.mode, self.options.import_id, target)
+            merged = merge(
+                con,
+                data.projection,
+                self.options.mode,
+                self.options.import_id,
+                target,
+                SNAPSHOT_PARQUET,
+                self._incoming(con, data, attempt),
+            )
+            if _file_stamp(source.path) != stamp:
+                raise ParseError(f"{source.name} changed while it was being imported")
             counts.created, counts.updated = merged.created, merged.updated
             counts.unchanged, counts.deleted = merged.unchanged, merged.deleted
             version = head.version if head else 0
@@ -207,6 +318,36 @@ class ImportRun:
             f"the catalog kept changing under this import ({COMMIT_ATTEMPTS} attempts)"
         )
 
+    def _incoming(self, con: duckdb.DuckDBPyConnection, data: _Input, attempt: int) -> str:
+        """SQL for the accepted rows, typed, for the merge: the file's second pass.
+
+        Numbering records needs DuckDB to scan the file in order, on one thread. When a
+        row's key is its own sku (every preset but Elastic Path's), the key alone says
+        whether a row is accepted, except among rows sharing a key, where the first
+        occurrence wins: so the second pass reads the file in parallel, unnumbered, and
+        takes those few first occurrences by number in a small extra scan.
+        """
+        scan = data.scan
+        if scan is None or not data.projection.streamable:
+            return accepted_by_rn()
+        # Every scan records its own rejects: the first one's are final.
+        define_raw(con, scan, f"reject_errors_{attempt}_numbered")
+        if data.projection.match_by_reference:
+            return accepted_by_rn()
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW raw_unnumbered AS "
+            f"SELECT NULL::BIGINT AS rn, * FROM {scan.sql(f'reject_errors_{attempt}_unnumbered')}"
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW staged_unnumbered AS "
+            + data.projection.over("raw_unnumbered")
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW typed_unnumbered AS "
+            + typed_sql(data.projection, "staged_unnumbered")
+        )
+        return accepted_by_key(con, data.projection)
+
     def _check_policy(self, counts: ImportCounts) -> None:
         policy = self.options.error_policy
         if counts.rows == 0:
@@ -231,19 +372,19 @@ class ImportRun:
 
     # -- error records ---------------------------------------------------------------
     def _error_records(
-        self, con: duckdb.DuckDBPyConnection, source: LocalSource, raw: RawTable
+        self, con: duckdb.DuckDBPyConnection, source: LocalSource, malformed: list[Malformed]
     ) -> list[ErrorRecord]:
         """All error records, sorted by line, with physical line numbers."""
         rows = con.execute(
             "SELECT rn, column_name, code, message, value, ref_rn FROM row_errors ORDER BY rn, code"
         ).fetchall()
-        malformed_records = [m.record for m in raw.malformed]
+        malformed_records = [m.record for m in malformed]
         valid_rows = {r[0] for r in rows} | {r[5] for r in rows if r[5] is not None}
         record_of = records_for_valid_rows(valid_rows, malformed_records)
-        spans = {m.record: m.text.rstrip("\r\n").count("\n") + 1 for m in raw.malformed}
+        spans = {m.record: m.text.rstrip("\r\n").count("\n") + 1 for m in malformed}
         line_of = self._lines(source, list(record_of.values()) + malformed_records, spans)
         records: list[tuple[int, ErrorRecord]] = []
-        for m in raw.malformed:
+        for m in malformed:
             line = line_of(m.record)
             records.append(
                 (

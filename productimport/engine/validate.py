@@ -1,9 +1,11 @@
 """Row rules as SQL over the whole file at once: one query, never a Python call per row.
 
-Input: table `keyed` (the preset's projection, typed, with the resolved catalog key).
-Output: table `row_errors(rn, column_name, code, message, value, ref_rn)`; `ref_rn`
-names another row the message refers to (the first occurrence of a duplicate), and
-`{ref_line}` in the message is replaced by its line once lines are known.
+Input: table `checked` (the narrow first pass: only the typed fields the rules read, see
+CHECKED_FIELDS) and table `keyed` (each row's resolved catalog key, its first occurrence
+and whether the catalog has it). Output: table `row_errors(rn, column_name, code,
+message, value, ref_rn)`; `ref_rn` names another row the message refers to (the first
+occurrence of a duplicate), and `{ref_line}` in the message is replaced by its line once
+lines are known.
 """
 
 from __future__ import annotations
@@ -46,7 +48,40 @@ RAW_OF = {
 }
 
 
-def typed_sql(projection: Projection) -> str:
+# The typed fields the row rules read: the first pass keeps only these (plus `rn` and a
+# `missing_*` flag per other required field), so descriptions, attributes and the like
+# are parsed but never held in memory.
+CHECKED_FIELDS = [
+    "sku",
+    "name",
+    "slug",
+    "external_ref",
+    "ep_id",
+    "given_sku",
+    "status_raw",
+    "status",
+    "commodity_raw",
+    "commodity_type",
+    "price_raw",
+    "price",
+    "currency_raw",
+    "currency",
+    "tags_raw",
+    "tags",
+]
+
+
+def checked_sql(projection: Projection) -> str:
+    """The first pass: one narrow row per record, everything the row rules need."""
+    flags = [
+        f"({raw} IS NULL) AS missing_{raw}"
+        for raw in (RAW_OF.get(field, field) for field in projection.required)
+        if raw not in CHECKED_FIELDS
+    ]
+    return f"SELECT {', '.join(['rn', *CHECKED_FIELDS, *flags])} FROM typed"
+
+
+def typed_sql(projection: Projection, staged: str = "staged") -> str:
     """Parse the text fields once: enums, number, currency, tags list."""
     status_default = projection.defaults.get("status", "NULL")
     commodity_default = projection.defaults.get("commodity_type", "NULL")
@@ -64,7 +99,7 @@ def typed_sql(projection: Projection) -> str:
             CASE WHEN tags_raw IS NULL THEN []::VARCHAR[]
                  ELSE list_filter(list_transform(string_split(tags_raw, ','), lambda t: trim(t)),
                                   lambda t: t <> '') END AS tags
-        FROM staged
+        FROM {staged}
     """
 
 
@@ -75,11 +110,13 @@ def _check(
     value_sql: str,
     where: str,
     ref_rn: str = "NULL::BIGINT",
+    table: str = "checked",
 ) -> str:
+    """One rule. Rules on the catalog key (sku) read `keyed`: its sku is the resolved one."""
     return (
         f"SELECT rn, {sql_string(column)} AS column_name, {sql_string(code)} AS code, "
         f"{message_sql} AS message, CAST({value_sql} AS VARCHAR) AS value, {ref_rn} AS ref_rn "
-        f"FROM keyed WHERE {where}"
+        f"FROM {table} WHERE {where}"
     )
 
 
@@ -100,7 +137,8 @@ def build_row_errors(
                 "missing_required",
                 f"'{field} is required but the cell is empty'",
                 "NULL",
-                f"{raw} IS NULL",
+                f"{raw} IS NULL" if raw in CHECKED_FIELDS else f"missing_{raw}",
+                table="keyed" if raw == "sku" else "checked",
             )
         )
     if projection.match_by_reference:
@@ -164,6 +202,7 @@ def build_row_errors(
             f"'sku is longer than {MAX_SKU_LENGTH} characters'",
             "sku",
             f"length(sku) > {MAX_SKU_LENGTH}",
+            table="keyed",
         ),
         _check(
             col("name"),
@@ -202,6 +241,7 @@ def build_row_errors(
             "sku",
             "sku IS NOT NULL AND rn <> first_rn",
             "first_rn",
+            table="keyed",
         ),
         _check(
             col("sku"),
@@ -210,6 +250,7 @@ def build_row_errors(
             "sku ''' || given_sku || '''; change a SKU by importing under its old one'",
             "given_sku",
             "key_match IS NOT NULL AND given_sku IS NOT NULL AND given_sku <> key_match",
+            table="keyed",
         ),
         _check(
             "id",
@@ -217,6 +258,7 @@ def build_row_errors(
             "'no product has id ''' || ep_id || ''''",
             "ep_id",
             "ep_id IS NOT NULL AND key_match IS NULL AND id_matched = false",
+            table="keyed",
         ),
     ]
     if mode is Mode.create and has_current:
@@ -227,6 +269,7 @@ def build_row_errors(
                 "'SKU ''' || sku || ''' already exists and mode is create'",
                 "sku",
                 "exists_in_catalog",
+                table="keyed",
             )
         )
     if mode is Mode.update:
@@ -237,6 +280,7 @@ def build_row_errors(
                 "'SKU ''' || sku || ''' is not in the catalog and mode is update'",
                 "sku",
                 "sku IS NOT NULL AND NOT exists_in_catalog",
+                table="keyed",
             )
         )
     con.execute("DROP TABLE IF EXISTS row_errors")

@@ -1,0 +1,173 @@
+"""The MinIO implementation of the object store (imported only when a store or source
+is an s3:// URL; see objectstore.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from productimport.engine.errors import PreconditionFailed, TemporaryFailure
+
+
+class MinioSettings(BaseSettings):
+    """MinIO connection, from the environment (the Job gets these from a Secret)."""
+
+    model_config = SettingsConfigDict(env_prefix="MINIO_")
+
+    endpoint: str = "127.0.0.1:9000"
+    access_key: str = ""
+    secret_key: str = ""
+    secure: bool = False
+    region: str | None = None
+
+
+def minio_client(settings: MinioSettings | None = None) -> Minio:
+    settings = settings or MinioSettings()
+    # Bounded retries: an unreachable MinIO should fail the attempt in seconds, and the
+    # Job's backoff (exit 75) decides about retrying, not a minute of socket retries.
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=5, read=120),
+        retries=urllib3.Retry(total=3, backoff_factor=0.5, status_forcelist=[500, 502, 503, 504]),
+        maxsize=10,
+    )
+    return Minio(
+        settings.endpoint,
+        access_key=settings.access_key,
+        secret_key=settings.secret_key,
+        secure=settings.secure,
+        region=settings.region,
+        http_client=http,
+    )
+
+
+@contextlib.contextmanager
+def _store_errors(what: str) -> Iterator[None]:
+    """Turn transport failures into the engine's retryable failure."""
+    try:
+        yield
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise TemporaryFailure(f"MinIO unavailable while {what}: {exc}") from exc
+
+
+class MinioObjectStore:
+    """Objects in a MinIO bucket under an optional prefix."""
+
+    def __init__(self, client: Minio, bucket: str, prefix: str = "") -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._bucket_checked = False
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def ref(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def _ensure_bucket(self) -> None:
+        if self._bucket_checked:
+            return
+        with _store_errors(f"checking bucket {self.bucket}"):
+            if not self.client.bucket_exists(self.bucket):
+                with contextlib.suppress(S3Error):
+                    self.client.make_bucket(self.bucket)
+        self._bucket_checked = True
+
+    def get(self, key: str) -> bytes:
+        found = self.get_with_etag(key)
+        if found is None:
+            raise KeyError(key)
+        return found[0]
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
+        with _store_errors(f"reading {self.ref(key)}"):
+            try:
+                response = self.client.get_object(self.bucket, self._key(key))
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchBucket"):
+                    return None
+                raise
+            try:
+                data = response.read()
+                etag = response.headers.get("ETag", "")
+            finally:
+                response.close()
+                response.release_conn()
+        return data, etag
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self._ensure_bucket()
+        with _store_errors(f"writing {self.ref(key)}"):
+            self.client.put_object(
+                self.bucket, self._key(key), io.BytesIO(data), len(data), content_type=content_type
+            )
+
+    def put_if(self, key: str, data: bytes, etag: str | None) -> str:
+        """PUT with If-Match (replace only that version) or If-None-Match: * (create only).
+
+        minio-py's put_object cannot send conditional headers, so this goes through the
+        client's own signed request path; MinIO answers 412 when the condition fails.
+        """
+        self._ensure_bucket()
+        condition = {"If-Match": etag} if etag else {"If-None-Match": "*"}
+        headers = {"Content-Type": "application/json", **condition}
+        with _store_errors(f"writing {self.ref(key)}"):
+            try:
+                response = self.client._execute(
+                    "PUT", self.bucket, self._key(key), body=data, headers=headers
+                )
+            except S3Error as exc:
+                if exc.code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    raise PreconditionFailed(f"{self.ref(key)} changed") from exc
+                raise
+        return response.headers.get("ETag", "")
+
+    def upload(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
+        self._ensure_bucket()
+        with _store_errors(f"uploading {self.ref(key)}"):
+            self.client.fput_object(
+                self.bucket, self._key(key), str(path), content_type=content_type
+            )
+
+    def download(self, key: str, path: Path) -> None:
+        with _store_errors(f"downloading {self.ref(key)}"):
+            try:
+                self.client.fget_object(self.bucket, self._key(key), str(path))
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchBucket"):
+                    raise KeyError(key) from exc
+                raise
+
+    def exists(self, key: str) -> bool:
+        with _store_errors(f"checking {self.ref(key)}"):
+            try:
+                self.client.stat_object(self.bucket, self._key(key))
+                return True
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
+                    return False
+                raise
+
+    def list(self, prefix: str) -> Iterator[str]:
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        with _store_errors(f"listing {self.ref(prefix)}"):
+            try:
+                for obj in self.client.list_objects(
+                    self.bucket, prefix=self._key(prefix), recursive=True
+                ):
+                    yield obj.object_name[strip:]
+            except S3Error as exc:
+                if exc.code == "NoSuchBucket":
+                    return
+                raise
+
+    def delete(self, key: str) -> None:
+        with _store_errors(f"deleting {self.ref(key)}"):
+            self.client.remove_object(self.bucket, self._key(key))
