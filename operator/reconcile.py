@@ -50,6 +50,12 @@ def _job_condition(job: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _attempts(job: dict[str, Any]) -> int:
+    """Pods the Job has started so far (running, succeeded or failed)."""
+    status = job.get("status") or {}
+    return sum(int(status.get(k) or 0) for k in ("active", "succeeded", "failed"))
+
+
 def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
@@ -139,6 +145,7 @@ class Reconciler:
             return False
 
         result = self.reports.result(namespace, spec.catalog, uid)
+        pods = {"attempts": _attempts(job), "jobName": job["metadata"]["name"]}
         if condition["type"] == "Complete":
             if result is None:
                 # Complete but no result: the store may lag or be unreachable; after a
@@ -147,16 +154,17 @@ class Reconciler:
                 if self._missing_results[uid] < self.settings.result_read_attempts:
                     return False
                 self._finish_failed(
-                    obj, "ResultMissing", "the Job completed but left no result in the store"
-                )
+                    obj, "ResultMissing", "the Job completed but left no result in the store",
+                    **pods,
+                )  # fmt: skip
                 return True
-            self._finish(obj, result)
+            self._finish(obj, result, **pods)
             return True
         if result is not None and result.phase == "Failed":
-            self._finish(obj, result)
+            self._finish(obj, result, **pods)
         else:
             reason, message = self._job_failure(job, condition)
-            self._finish_failed(obj, reason, message)
+            self._finish_failed(obj, reason, message, **pods)
         return True
 
     # -- queue --------------------------------------------------------------------------
@@ -243,7 +251,7 @@ class Reconciler:
     def _running(self, obj: dict[str, Any], spec: ProductImportSpec, job: dict[str, Any]) -> None:
         meta = obj["metadata"]
         job_status = job.get("status") or {}
-        attempts = sum(int(job_status.get(k) or 0) for k in ("active", "succeeded", "failed"))
+        attempts = _attempts(job)
         try:
             progress = self.reports.progress(meta["namespace"], spec.catalog, meta["uid"])
         except TemporaryFailure:
@@ -302,7 +310,7 @@ class Reconciler:
                 message += detail
         return reason, message
 
-    def _finish(self, obj: dict[str, Any], result: ImportResult) -> None:
+    def _finish(self, obj: dict[str, Any], result: ImportResult, **extra: Any) -> None:
         state = "succeeded" if result.phase == "Succeeded" else "failed"
         fields: dict[str, Any] = {
             "counts": result.counts.model_dump(),
@@ -316,14 +324,15 @@ class Reconciler:
                 "%Y-%m-%dT%H:%M:%SZ"
             ),
             "progress": {"stage": "done", "rowsRead": result.counts.rows},
+            **extra,
         }
         self._terminal(obj, state, result.reason, result.message, fields)
         for outcome, value in result.counts.model_dump().items():
             if outcome != "rows":
                 metrics.rows.labels(outcome).inc(value)
 
-    def _finish_failed(self, obj: dict[str, Any], reason: str, message: str) -> None:
-        fields = {"completionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    def _finish_failed(self, obj: dict[str, Any], reason: str, message: str, **extra: Any) -> None:
+        fields = {"completionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), **extra}
         self._terminal(obj, "failed", reason, message, fields)
 
     def _terminal(

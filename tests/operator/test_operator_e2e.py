@@ -100,6 +100,7 @@ def test_a_real_file_imports_and_kubectl_get_shows_the_counts(cluster, minio):
         "rows": 1994, "created": 1994, "updated": 0, "unchanged": 0, "deleted": 0, "rejected": 0
     }  # fmt: skip
     assert status["catalogVersion"] == 1
+    assert status["attempts"] == 1
     assert status["observedGeneration"] == obj["metadata"]["generation"]
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True" and ready["reason"] == "ImportSucceeded"
