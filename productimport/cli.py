@@ -44,7 +44,7 @@ StoreOpt = Annotated[
     str | None,
     typer.Option(
         "--store",
-        help="Catalog store: a directory, or s3://BUCKET[/prefix] for MinIO "
+        help="Catalog store: a directory, or s3://BUCKET\\[/prefix] for MinIO "
         "(default: $PRODUCTIMPORT_STORE or ./.productimport-store).",
     ),
 ]
