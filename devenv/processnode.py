@@ -22,6 +22,18 @@ What it does, the way the kubelet does it:
   LANG=C.UTF-8 and HOSTNAME (the Pod's name), plus the container's ``env``/``envFrom``
   (values, Secrets, ConfigMaps, the downward-API fieldRefs); cwd is ``workingDir`` when
   that directory exists here, else the Pod's directory;
+* gives a container that mounts a service-account token (the projected
+  ``kube-api-access-*`` volume the ServiceAccount admission plugin adds unless
+  ``automountServiceAccountToken: false`` is set on the Pod or its ServiceAccount)
+  in-cluster API access the way the kubelet does: a token from the TokenRequest API bound
+  to the Pod (refreshed at 80 % of its lifetime), ``ca.crt`` from the kube-root-ca.crt
+  ConfigMap and ``namespace``, written to ``<pod dir>/.volumes/<volume>/`` and bind-mounted
+  read-only at /var/run/secrets/kubernetes.io/serviceaccount in a private mount namespace
+  of that container's process only (``unshare --mount``; needs root), plus
+  KUBERNETES_SERVICE_HOST/PORT taken from the node's kubeconfig. The host's /var/run
+  gains nothing: the mount point lives in a tmpfs (or a tmpfs-backed overlay over /run
+  where /var/run/secrets does not exist) of that namespace. A container without the
+  mount gets neither the files nor the variables;
 * writes each container's stdout+stderr to ``<workdir>/<namespace>/<pod>/<container>.log``
   (there is no kubelet API, so ``kubectl logs`` cannot work: read that file instead);
 * reports Pod status through pods/status as the kubelet would (phase, conditions,
@@ -36,13 +48,13 @@ What it does, the way the kubelet does it:
 
 What it does NOT do (a real kubelet would): pull or use images (``image`` is only copied
 to the status, so a container without ``command`` fails with reason ``NoCommand``); any
-isolation (no namespaces, cgroups, users or securityContext: processes run as this
-program's user, share the host's loopback network and so its ports, and see its files);
-volumes and volumeMounts (ignored, including the projected service-account token); the
-in-cluster API variables (KUBERNETES_SERVICE_HOST/PORT are not set) and service links;
-resource limits; liveness and startup probes, lifecycle hooks, sidecar (restartable init)
-and ephemeral containers; ``resourceFieldRef`` env; logs/exec/attach/port-forward; node
-eviction. It must never be mistaken for a production node.
+isolation (no cgroups, users or securityContext: processes run as this program's user,
+share the host's loopback network and so its ports, and see its files); volumes and
+volumeMounts other than the service-account token (ignored: an ``emptyDir`` at /tmp is
+simply the host's /tmp); service links; resource limits; liveness and startup probes,
+lifecycle hooks, sidecar (restartable init) and ephemeral containers; ``resourceFieldRef``
+env; logs/exec/attach/port-forward; node eviction. It must never be mistaken for a
+production node.
 """
 
 from __future__ import annotations
@@ -55,6 +67,7 @@ import logging
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -70,7 +83,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlparse
 
 import urllib3.exceptions
 from kubernetes import client as k8s_client
@@ -135,6 +148,11 @@ def now_micro() -> str:
 class ContainerConfigError(Exception):
     """The container's environment cannot be built (the kubelet's
     CreateContainerConfigError): a missing Secret, ConfigMap or key that is not optional."""
+
+
+class SandboxUnavailableError(Exception):
+    """The container mounts a service-account token, but this node cannot make the
+    private mount namespace that shows it (not root, or no unshare/mount)."""
 
 
 class NoCommandError(Exception):
@@ -298,6 +316,198 @@ def base_env(pod_dir: Path, pod_name: str, path_prepend: Sequence[str]) -> dict[
         "LANG": "C.UTF-8",
         "HOSTNAME": pod_name,
     }
+
+
+# --- the service-account token (pure, but for the sandbox's mounts) -----------------------
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+# The kubelet's default for the projected token (the API server may extend it).
+DEFAULT_TOKEN_SECONDS = 3607
+# Like the kubelet: a token is replaced once 80 % of its lifetime has passed.
+TOKEN_REFRESH_FRACTION = 0.8
+TOKEN_RETRY_SECONDS = 10.0
+# A container's exit code when its private mount namespace could not be set up.
+SANDBOX_EXIT_CODE = 126
+
+# Runs as `sh -c SANDBOX_SCRIPT sh SRC STAGE ARGV...` inside `unshare --mount`: mounts the
+# volume directory SRC read-only at the service-account path, then execs ARGV (same PID,
+# so the node's process table and signals are unaffected). Every mount is made in the new
+# mount namespace only and with -n (no /run/mount/utab entry on the host).
+SANDBOX_SCRIPT = r"""
+set -u
+src=$1 stage=$2
+shift 2
+fail() {
+    echo "processnode: cannot mount the service-account token at $sa: $1" >&2
+    exit %(code)d
+}
+target=/var/run/secrets
+sa=$target/kubernetes.io/serviceaccount
+if [ ! -d "$target" ]; then
+    # No mount point on this host: lay an overlay over /run whose upper layer is a tmpfs
+    # of this namespace, so creating the mount point leaves nothing on the host.
+    run=$(%(readlink)s -f /var/run) || fail "cannot resolve /var/run"
+    %(mount)s -n -t tmpfs -o mode=0700 processnode "$stage" || fail "tmpfs at $stage"
+    mkdir "$stage/upper" "$stage/work" || fail "mkdir in $stage"
+    %(mount)s -n -t overlay -o "lowerdir=$run,upperdir=$stage/upper,workdir=$stage/work" \
+        processnode "$run" || fail "overlay over $run"
+    mkdir -p "$target" || fail "mkdir $target"
+fi
+%(mount)s -n -t tmpfs -o mode=0755,size=1m processnode "$target" || fail "tmpfs at $target"
+mkdir -p "$sa" || fail "mkdir $sa"
+%(mount)s -n --bind "$src" "$sa" || fail "bind $src"
+%(mount)s -n -o remount,bind,ro "$sa" || fail "read-only remount"
+exec "$@"
+"""
+
+
+def token_volume(pod: Json, container: Json) -> tuple[str, list[Json]] | None:
+    """The volume this container mounts at the service-account path, as (name, projected
+    sources), or None.
+
+    The ServiceAccount admission plugin adds that volume (``kube-api-access-*``) and the
+    mount to every container unless ``automountServiceAccountToken`` is false on the Pod
+    or its ServiceAccount, so the spec already says what the kubelet must provide. A
+    legacy token Secret volume is taken as a projection of that Secret.
+    """
+    volumes = {v.get("name"): v for v in (pod.get("spec") or {}).get("volumes") or []}
+    for mount in container.get("volumeMounts") or []:
+        if (mount.get("mountPath") or "").rstrip("/") != SERVICE_ACCOUNT_DIR:
+            continue
+        volume = volumes.get(mount.get("name"))
+        if volume is None:
+            continue
+        if "projected" in volume:
+            return volume["name"], list((volume["projected"] or {}).get("sources") or [])
+        if "secret" in volume:
+            ref = volume["secret"] or {}
+            source = {
+                "name": ref.get("secretName", ""),
+                "items": ref.get("items"),
+                "optional": ref.get("optional"),
+            }
+            return volume["name"], [{"secret": source}]
+    return None
+
+
+def _volume_path(path: str) -> str:
+    parts = Path(path).parts
+    if not path or Path(path).is_absolute() or ".." in parts:
+        raise ContainerConfigError(f"invalid projected path {path!r}")
+    return str(Path(*parts))
+
+
+def _project_data(ref: Json, kind: str, namespace: str, lookup: Lookup) -> dict[str, str]:
+    data = lookup(namespace, ref.get("name", ""))
+    optional = bool(ref.get("optional"))
+    if data is None:
+        if optional:
+            return {}
+        raise ContainerConfigError(f'{kind.lower()} "{ref.get("name", "")}" not found')
+    items = ref.get("items")
+    if not items:
+        return {_volume_path(k): v for k, v in data.items()}
+    files = {}
+    for item in items:
+        key = item.get("key", "")
+        if key not in data:
+            if optional:
+                continue
+            raise ContainerConfigError(
+                f"couldn't find key {key} in {kind} {namespace}/{ref.get('name', '')}"
+            )
+        files[_volume_path(item.get("path") or key)] = data[key]
+    return files
+
+
+# The token for a serviceAccountToken source: (token, seconds it was requested for).
+TokenSource = Callable[[Json], tuple[str, int]]
+
+
+def project_volume(
+    pod: Json, sources: Sequence[Json], token: TokenSource, secrets: Lookup, configmaps: Lookup
+) -> tuple[dict[str, str], int | None]:
+    """The files of a projected volume (path -> content) and the shortest token lifetime
+    in it (None without a token). Raises ContainerConfigError for what the kubelet
+    reports as a failed mount (a missing ConfigMap, say), which is retried."""
+    namespace = (pod.get("metadata") or {}).get("namespace", "default")
+    files: dict[str, str] = {}
+    lifetime: int | None = None
+    for source in sources:
+        if "serviceAccountToken" in source:
+            spec = source["serviceAccountToken"] or {}
+            value, seconds = token(spec)
+            files[_volume_path(spec.get("path") or "token")] = value
+            lifetime = seconds if lifetime is None else min(lifetime, seconds)
+        elif "configMap" in source:
+            ref = source["configMap"] or {}
+            files.update(_project_data(ref, "ConfigMap", namespace, configmaps))
+        elif "secret" in source:
+            files.update(_project_data(source["secret"] or {}, "Secret", namespace, secrets))
+        elif "downwardAPI" in source:
+            for item in (source["downwardAPI"] or {}).get("items") or []:
+                if "fieldRef" not in item:
+                    log.info("downwardAPI item %s is not supported; skipped", item)
+                    continue
+                path = _volume_path(item.get("path", ""))
+                files[path] = field_value(pod, item["fieldRef"].get("fieldPath", ""))
+        else:
+            log.info("projected source %s is not supported by the process node", list(source))
+    return files, lifetime
+
+
+def write_volume(directory: Path, files: Mapping[str, str]) -> None:
+    """Each file replaced atomically (a reader sees the old token or the new one)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)
+    for path, content in files.items():
+        dest = directory / path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        tmp.write_text(content)
+        tmp.chmod(0o644)
+        os.replace(tmp, dest)
+
+
+def in_cluster_env(server: str) -> dict[str, str]:
+    """What the kubelet gives every container for the ``kubernetes`` Service: here the
+    API server the node itself talks to (the dev cluster has no Service network)."""
+    url = urlparse(server)
+    host = url.hostname or LOOPBACK
+    port = str(url.port or 443)
+    return {
+        "KUBERNETES_SERVICE_HOST": host,
+        "KUBERNETES_SERVICE_PORT": port,
+        "KUBERNETES_SERVICE_PORT_HTTPS": port,
+        "KUBERNETES_PORT": f"tcp://{host}:{port}",
+    }
+
+
+def sandbox_argv(
+    unshare: str, mount: str, readlink: str, volume_dir: Path, stage: Path, argv: Sequence[str]
+) -> list[str]:
+    """``argv`` run in a private mount namespace that shows ``volume_dir`` read-only at
+    /var/run/secrets/kubernetes.io/serviceaccount (``stage``: an empty directory for
+    the overlay's tmpfs, where /var/run/secrets does not exist)."""
+    script = SANDBOX_SCRIPT % {
+        "code": SANDBOX_EXIT_CODE,
+        "mount": shlex.quote(mount),
+        "readlink": shlex.quote(readlink),
+    }
+    return [
+        unshare,
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "/bin/sh",
+        "-c",
+        script,
+        "processnode-sandbox",
+        str(volume_dir),
+        str(stage),
+        *argv,
+    ]
 
 
 def tail_message(data: bytes) -> str:
@@ -519,6 +729,7 @@ class Api:
         # One connection per Pod worker at most, plus the watch and the heartbeat.
         cfg.connection_pool_maxsize = 64
         self.client = k8s_client.ApiClient(cfg)
+        self.server: str = cfg.host
 
     def _send(
         self,
@@ -691,6 +902,14 @@ class ProcessTable:
             self.release(proc)
 
 
+def _resolvable(program: str, path: str, cwd: Path) -> bool:
+    """Whether exec would find ``program`` (as Popen resolves it with the child's PATH)."""
+    if "/" in program:
+        target = Path(program) if Path(program).is_absolute() else cwd / program
+        return os.access(target, os.X_OK) and target.is_file()
+    return shutil.which(program, path=path) is not None
+
+
 # --- one Pod ----------------------------------------------------------------------------
 
 
@@ -752,6 +971,8 @@ class PodWorker(threading.Thread):
         self.phase = "Pending"
         self.start_time = (pod.get("status") or {}).get("startTime") or now_rfc3339()
         self._noted: set[str] = set()
+        # Service-account volumes written for this Pod: name -> when to refresh (monotonic).
+        self._volumes: dict[str, float] = {}
 
     # -- called from the watch thread --
 
@@ -804,8 +1025,8 @@ class PodWorker(threading.Thread):
                     self._note_once(
                         kind + run.name, "%s of %s is not supported; ignored", kind, run.name
                     )
-            # volumeMounts are ignored too (documented above); nearly every Pod has one,
-            # the service-account token, so saying so each time would only be noise.
+            # Other volumeMounts are ignored too (documented above); most are an emptyDir
+            # at /tmp or similar, so saying so each time would only be noise.
         if self.init:
             for run in self.main:
                 run.record.state = {"waiting": {"reason": "PodInitializing"}}
@@ -829,6 +1050,7 @@ class PodWorker(threading.Thread):
                     message="Pod was active on the node longer than the specified deadline",
                 )
                 return
+            self._refresh_volumes()
             changed, terminal = self._step()
             if terminal:
                 self._finish(terminal)
@@ -994,11 +1216,74 @@ class PodWorker(threading.Thread):
     def _log_path(self, run: ContainerRun) -> Path:
         return self.dir / f"{run.name}.log"
 
+    # -- the service-account token --
+
+    def _volume_dir(self, name: str) -> Path:
+        return self.dir / ".volumes" / name
+
+    def _write_volume(self, pod: Json, name: str, sources: Sequence[Json]) -> None:
+        files, lifetime = project_volume(
+            pod,
+            sources,
+            lambda spec: self.node.request_token(pod, spec),
+            self.node.secret_data,
+            self.node.configmap_data,
+        )
+        write_volume(self._volume_dir(name), files)
+        due = float("inf") if lifetime is None else lifetime * TOKEN_REFRESH_FRACTION
+        self._volumes[name] = time.monotonic() + due
+
+    def _refresh_volumes(self) -> None:
+        now = time.monotonic()
+        due = [name for name, at in self._volumes.items() if now >= at]
+        if not due:
+            return
+        pod = self.pod
+        wanted = {
+            vol[0]: vol[1]
+            for spec in [*(pod["spec"].get("initContainers") or []), *pod["spec"]["containers"]]
+            if (vol := token_volume(pod, spec))
+        }
+        for name in due:
+            try:
+                self._write_volume(pod, name, wanted.get(name, []))
+                log.info("%s: refreshed the service-account token in volume %s", self.name, name)
+            except (ContainerConfigError, ApiException, *TRANSPORT_ERRORS) as exc:
+                log.warning("%s: refreshing volume %s failed (retrying): %s", self.name, name, exc)
+                self._volumes[name] = now + TOKEN_RETRY_SECONDS
+
+    def _sandboxed(self, pod: Json, run: ContainerRun, argv: list[str]) -> list[str] | None:
+        """``argv`` wrapped to see the service-account token, or None when this container
+        does not mount one. Raises ContainerConfigError while the volume cannot be made."""
+        volume = token_volume(pod, run.spec)
+        if volume is None:
+            return None
+        name, sources = volume
+        if name not in self._volumes:
+            self._write_volume(pod, name, sources)
+        tools = self.node.sandbox_tools()
+        if tools is None:
+            raise SandboxUnavailableError(
+                "the process node needs root and unshare(1)/mount(1) (util-linux) to give a "
+                "container its service-account token; set automountServiceAccountToken: "
+                "false on the Pod if it needs none"
+            )
+        stage = self.dir / ".volumes" / f".{run.name}-stage"
+        stage.mkdir(parents=True, exist_ok=True)
+        return sandbox_argv(*tools, self._volume_dir(name), stage, argv)
+
     def _start(self, run: ContainerRun) -> None:
         pod = self.pod
         try:
             env = resolve_env(pod, run.spec, self.node.secret_data, self.node.configmap_data)
             argv = container_argv(run.spec, env)
+            wrapped = self._sandboxed(pod, run, argv)
+            if wrapped is not None:
+                # The kubelet's variables come first: the container's own env may override.
+                env = {**in_cluster_env(self.node.server), **env}
+        except SandboxUnavailableError as exc:
+            self._start_failed(run, "StartError", str(exc))
+            return
         except ContainerConfigError as exc:
             log.info("%s: container %s: %s", self.name, run.name, exc)
             run.record.state = {
@@ -1022,10 +1307,17 @@ class PodWorker(threading.Thread):
             self._note_once(
                 "cwd" + run.name, "workingDir %s does not exist here; using %s", working, cwd
             )
+        if wrapped is not None and not _resolvable(argv[0], full_env["PATH"], cwd):
+            # The wrapper itself always starts: report a missing program as a runtime
+            # would, not as the wrapper's exit code.
+            self._start_failed(
+                run, "StartError", f"failed to start {argv[0]!r}: no such file or directory"
+            )
+            return
         log_file = self._log_path(run).open("ab")
         run.log_offset = log_file.tell()
         try:
-            proc = self.node.processes.spawn(argv, env=full_env, cwd=cwd, out=log_file)
+            proc = self.node.processes.spawn(wrapped or argv, env=full_env, cwd=cwd, out=log_file)
         except OSError as exc:
             log_file.close()
             self._start_failed(run, "StartError", f"failed to start {argv[0]!r}: {exc}")
@@ -1353,6 +1645,8 @@ class ProcessNode:
         self.processes = ProcessTable(self.workdir)
         self.stopping = threading.Event()
         self.workers: dict[str, PodWorker] = {}
+        # The API server as the node reaches it: what in-cluster clients are pointed at.
+        self.server: str = api.server
         self._not_fitting: set[str] = set()
         self._node_uid = ""
         self._kubelet_version = "v0.0.0"
@@ -1462,6 +1756,43 @@ class ProcessNode:
     def configmap_data(self, namespace: str, name: str) -> dict[str, str] | None:
         obj = self.api.get(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
         return None if obj is None else dict(obj.get("data") or {})
+
+    def request_token(self, pod: Json, source: Json) -> tuple[str, int]:
+        """A token for the Pod's ServiceAccount from the TokenRequest API, bound to the
+        Pod (it stops being valid when the Pod is deleted), as the kubelet asks for it."""
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        seconds = int(source.get("expirationSeconds") or DEFAULT_TOKEN_SECONDS)
+        body: Json = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "expirationSeconds": seconds,
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                },
+            },
+        }
+        if source.get("audience"):
+            body["spec"]["audiences"] = [source["audience"]]
+        path = f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{account}/token"
+        try:
+            answer = self.api.request("POST", path, body=body)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise ContainerConfigError(f'serviceaccount "{account}" not found') from exc
+            raise
+        return answer["status"]["token"], seconds
+
+    def sandbox_tools(self) -> tuple[str, str, str] | None:
+        """(unshare, mount, readlink) when this node can make private mount namespaces."""
+        tools = tuple(shutil.which(t, path=BASE_PATH) for t in ("unshare", "mount", "readlink"))
+        if os.geteuid() != 0 or None in tools:
+            return None
+        return tools  # type: ignore[return-value]
 
     # -- writing Pods --
 

@@ -9,6 +9,9 @@ this node runs as local processes.
 from __future__ import annotations
 
 import base64
+import json
+import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -246,6 +249,200 @@ def test_base_env_puts_prepended_dirs_first() -> None:
     assert "KUBERNETES_SERVICE_HOST" not in env
 
 
+# --- the service-account token -----------------------------------------------------------
+
+# What the ServiceAccount admission plugin adds to a Pod whose token is automounted.
+KUBE_API_ACCESS = {
+    "name": "kube-api-access-x7k2p",
+    "projected": {
+        "defaultMode": 420,
+        "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {
+                "configMap": {
+                    "name": "kube-root-ca.crt",
+                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                }
+            },
+            {
+                "downwardAPI": {
+                    "items": [
+                        {"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}
+                    ]
+                }
+            },
+        ],
+    },
+}
+SA_MOUNT = {
+    "name": "kube-api-access-x7k2p",
+    "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+    "readOnly": True,
+}
+
+
+def test_token_volume_is_the_admission_plugins_projected_volume() -> None:
+    pod = _pod(volumes=[{"name": "tmp", "emptyDir": {}}, KUBE_API_ACCESS])
+    container = {"name": "c", "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, SA_MOUNT]}
+    name, sources = pn.token_volume(pod, container)
+    assert name == "kube-api-access-x7k2p"
+    assert [next(iter(s)) for s in sources] == ["serviceAccountToken", "configMap", "downwardAPI"]
+
+
+def test_no_token_volume_without_the_mount() -> None:
+    # automountServiceAccountToken: false (Pod or ServiceAccount): no volume, no mount.
+    pod = _pod(volumes=[{"name": "tmp", "emptyDir": {}}], automountServiceAccountToken=False)
+    container = {"name": "c", "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}
+    assert pn.token_volume(pod, container) is None
+    # A container that does not mount the Pod's token volume gets nothing either.
+    assert pn.token_volume(_pod(volumes=[KUBE_API_ACCESS]), {"name": "c"}) is None
+
+
+def test_legacy_token_secret_volume_is_projected() -> None:
+    pod = _pod(volumes=[{"name": "old", "secret": {"secretName": "default-token-abc"}}])
+    mount = {**SA_MOUNT, "name": "old"}
+    assert pn.token_volume(pod, {"name": "c", "volumeMounts": [mount]}) == (
+        "old",
+        [{"secret": {"name": "default-token-abc", "items": None, "optional": None}}],
+    )
+
+
+def test_project_volume_writes_token_ca_and_namespace() -> None:
+    asked: list[dict[str, Any]] = []
+
+    def token(spec: dict[str, Any]) -> tuple[str, int]:
+        asked.append(spec)
+        return "the-token", spec["expirationSeconds"]
+
+    configmaps = {("ns1", "kube-root-ca.crt"): {"ca.crt": "PEM"}}
+    files, lifetime = pn.project_volume(
+        _pod(), KUBE_API_ACCESS["projected"]["sources"], token, _lookup({}), _lookup(configmaps)
+    )
+    assert files == {"token": "the-token", "ca.crt": "PEM", "namespace": "ns1"}
+    assert lifetime == 3607
+    assert asked == [{"expirationSeconds": 3607, "path": "token"}]
+
+
+def test_project_volume_waits_for_a_missing_configmap() -> None:
+    sources = KUBE_API_ACCESS["projected"]["sources"]
+    with pytest.raises(pn.ContainerConfigError, match=r'configmap "kube-root-ca\.crt" not found'):
+        pn.project_volume(_pod(), sources, lambda s: ("t", 1), _lookup({}), _lookup({}))
+
+
+def test_project_volume_rejects_paths_outside_the_volume() -> None:
+    sources = [{"serviceAccountToken": {"path": "../escape"}}]
+    with pytest.raises(pn.ContainerConfigError, match="invalid projected path"):
+        pn.project_volume(_pod(), sources, lambda s: ("t", 1), _lookup({}), _lookup({}))
+
+
+def test_write_volume_replaces_files(tmp_path: Path) -> None:
+    pn.write_volume(tmp_path / "v", {"token": "one", "ca.crt": "PEM"})
+    pn.write_volume(tmp_path / "v", {"token": "two"})
+    assert (tmp_path / "v" / "token").read_text() == "two"
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["ca.crt", "token"]
+
+
+def test_in_cluster_env_points_at_the_nodes_api_server() -> None:
+    env = pn.in_cluster_env("https://127.0.0.1:16443")
+    assert env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
+    assert env["KUBERNETES_SERVICE_PORT"] == "16443"
+    assert env["KUBERNETES_PORT"] == "tcp://127.0.0.1:16443"
+
+
+def _sandbox_tools() -> tuple[str, str, str]:
+    tools = pn.ProcessNode.sandbox_tools(None)  # type: ignore[arg-type]
+    if tools is None:
+        pytest.fail("the process node's sandbox needs root and util-linux's unshare and mount")
+    return tools
+
+
+def _run_in_sandbox(tmp_path: Path, program: str, *, host_secrets_dir: bool | None) -> str:
+    """Run `program` (sh) in the sandbox; host_secrets_dir None: on this host as it is,
+    else inside an outer mount namespace whose /run is an empty tmpfs, with or without a
+    /run/secrets directory (the two ways the sandbox makes its mount point)."""
+    volume = tmp_path / "volume"
+    pn.write_volume(volume, {"token": "t0k3n", "namespace": "ns1"})
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    tools = _sandbox_tools()
+    argv = pn.sandbox_argv(*tools, volume, stage, ["/bin/sh", "-c", program])
+    if host_secrets_dir is not None:
+        setup = "mount -n -t tmpfs tmpfs /run"
+        if host_secrets_dir:
+            setup += " && mkdir /run/secrets"
+        argv = [tools[0], "--mount", "--", "/bin/sh", "-c", setup + ' && exec "$@"', "x", *argv]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize("host_secrets_dir", [None, True, False])
+def test_sandbox_shows_the_token_to_its_process_only(
+    tmp_path: Path, host_secrets_dir: bool | None
+) -> None:
+    before = sorted(os.listdir("/run"))
+    secrets_before = sorted(os.listdir("/run/secrets")) if os.path.isdir("/run/secrets") else None
+    out = _run_in_sandbox(
+        tmp_path,
+        "cat /var/run/secrets/kubernetes.io/serviceaccount/token; "
+        "echo; cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; echo; "
+        "touch /var/run/secrets/kubernetes.io/serviceaccount/x 2>/dev/null || echo read-only",
+        host_secrets_dir=host_secrets_dir,
+    )
+    assert out.split() == ["t0k3n", "ns1", "read-only"]
+    # Nothing of it is left on (or ever shown to) the host.
+    assert not Path(pn.SERVICE_ACCOUNT_DIR).exists()
+    assert sorted(os.listdir("/run")) == before
+    if secrets_before is not None:
+        assert sorted(os.listdir("/run/secrets")) == secrets_before
+    assert sorted(p.name for p in (tmp_path / "stage").iterdir()) == []
+
+
+def test_sandbox_reports_a_failed_mount(tmp_path: Path) -> None:
+    tools = _sandbox_tools()
+    argv = pn.sandbox_argv(*tools, tmp_path / "missing", tmp_path, ["true"])
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == pn.SANDBOX_EXIT_CODE
+    assert "cannot mount the service-account token" in done.stderr
+
+
+class _TokenNode:
+    """Just enough of a ProcessNode for a PodWorker's volume handling."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.issued = 0
+
+    def pod_dir(self, namespace: str, name: str) -> Path:
+        return self.workdir / namespace / name
+
+    def request_token(self, pod: dict[str, Any], source: dict[str, Any]) -> tuple[str, int]:
+        self.issued += 1
+        return f"token-{self.issued}", int(source.get("expirationSeconds", 3607))
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        return None
+
+    def configmap_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        return {"ca.crt": "PEM"} if name == "kube-root-ca.crt" else None
+
+
+def test_the_token_is_refreshed_when_due(tmp_path: Path) -> None:
+    pod = _pod(volumes=[KUBE_API_ACCESS], containers=[{"name": "c", "volumeMounts": [SA_MOUNT]}])
+    node = _TokenNode(tmp_path)
+    worker = pn.PodWorker(node, pod, restarted=False)  # type: ignore[arg-type]
+    name, sources = pn.token_volume(pod, pod["spec"]["containers"][0])
+    worker._write_volume(pod, name, sources)
+    token = worker._volume_dir(name) / "token"
+    assert token.read_text() == "token-1"
+    worker._refresh_volumes()  # not due yet (80 % of 3607 s)
+    assert node.issued == 1
+    worker._volumes[name] = 0.0  # due
+    worker._refresh_volumes()
+    assert token.read_text() == "token-2"
+    assert (worker._volume_dir(name) / "namespace").read_text() == "ns1"
+
+
 # --- status documents ----------------------------------------------------------------------
 
 
@@ -462,6 +659,7 @@ def _job(
     restart: str = "Never",
     extra: dict[str, Any] | None = None,
     container: dict[str, Any] | None = None,
+    pod: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
@@ -474,6 +672,7 @@ def _job(
                 "spec": {
                     "restartPolicy": restart,
                     "terminationGracePeriodSeconds": 5,
+                    **(pod or {}),
                     "containers": [
                         {
                             "name": "main",
@@ -613,7 +812,10 @@ def test_env_from_secret_and_configmap_reaches_the_process(
         "'|'.join([e['TOKEN'], e['MODE'], e['CFG_LEVEL'], e['POD'], sys.argv[1], "
         "str('KUBERNETES_SERVICE_HOST' in e), os.getcwd() == e['HOME'] and 'cwd-ok' or '']))"
     )
-    batch.create_namespaced_job(namespace, _job("envs", code, container=container))
+    # Without a service-account token there are no in-cluster variables either (see the
+    # token tests below for a Pod that has one).
+    no_token = {"automountServiceAccountToken": False}
+    batch.create_namespaced_job(namespace, _job("envs", code, container=container, pod=no_token))
     finished = wait_for("Job envs to finish", lambda: _job_finished(batch, namespace, "envs"))
     (pod,) = _job_pods(core, namespace, "envs")
     assert finished[0] == "Complete", (finished, pod.status.container_statuses)
@@ -850,3 +1052,93 @@ def test_readiness_probe_gates_ready(kube_client: client.ApiClient, namespace: s
     workdir = Path(node.metadata.annotations[pn.WORKDIR_ANNOTATION])
     (workdir / namespace / "gated" / "go").touch()
     wait_for("the pod to become Ready", lambda: ready_condition() == "True")
+
+
+# What a container sees of the in-cluster API, written to its HOME as JSON: the token
+# files, the variables, and who the API server says the token belongs to (through the
+# official client's in-cluster configuration, exactly as the operator and the API load it).
+IN_CLUSTER_PROBE = """
+import json, os, pathlib
+sa = pathlib.Path('/var/run/secrets/kubernetes.io/serviceaccount')
+seen = {
+    'files': sorted(p.name for p in sa.iterdir()) if sa.is_dir() else [],
+    'host': os.environ.get('KUBERNETES_SERVICE_HOST'),
+    'port': os.environ.get('KUBERNETES_SERVICE_PORT'),
+}
+if seen['files']:
+    from kubernetes import client, config
+    config.load_incluster_config()
+    review = client.AuthenticationV1Api().create_self_subject_review(
+        {'apiVersion': 'authentication.k8s.io/v1', 'kind': 'SelfSubjectReview'})
+    user = review.status.user_info
+    seen.update(
+        user=user.username,
+        pod=(user.extra or {}).get('authentication.kubernetes.io/pod-name'),
+        namespace=(sa / 'namespace').read_text(),
+        ca=(sa / 'ca.crt').read_text().startswith('-----BEGIN CERTIFICATE-----'),
+    )
+pathlib.Path(os.environ['HOME'], 'seen.json').write_text(json.dumps(seen))
+"""
+
+
+def _seen(kube_client: client.ApiClient, pod: client.V1Pod) -> dict[str, Any]:
+    node = client.CoreV1Api(kube_client).read_node(pod.spec.node_name)
+    workdir = Path(node.metadata.annotations[pn.WORKDIR_ANNOTATION])
+    return json.loads(
+        (workdir / pod.metadata.namespace / pod.metadata.name / "seen.json").read_text()
+    )
+
+
+@pytest.mark.cluster
+def test_service_account_token_gives_in_cluster_access(
+    cluster: Any, kube_client: client.ApiClient, namespace: str
+) -> None:
+    batch, core = client.BatchV1Api(kube_client), client.CoreV1Api(kube_client)
+    batch.create_namespaced_job(namespace, _job("incluster", IN_CLUSTER_PROBE))
+    finished = wait_for(
+        "Job incluster to finish", lambda: _job_finished(batch, namespace, "incluster")
+    )
+    (pod,) = _job_pods(core, namespace, "incluster")
+    assert finished[0] == "Complete", (finished, _log_of(kube_client, pod))
+    seen = _seen(kube_client, pod)
+    server = pn.in_cluster_env(pn.Api(str(cluster.kubeconfig)).server)
+    assert seen == {
+        "files": ["ca.crt", "namespace", "token"],
+        "host": server["KUBERNETES_SERVICE_HOST"],
+        "port": server["KUBERNETES_SERVICE_PORT"],
+        "user": f"system:serviceaccount:{namespace}:default",
+        # A bound token (TokenRequest with the Pod as its object), as the kubelet's.
+        "pod": [pod.metadata.name],
+        "namespace": namespace,
+        "ca": True,
+    }
+    # The host itself never sees the token.
+    assert not Path(pn.SERVICE_ACCOUNT_DIR).exists()
+
+
+@pytest.mark.cluster
+def test_no_token_when_automount_is_disabled(kube_client: client.ApiClient, namespace: str) -> None:
+    batch, core = client.BatchV1Api(kube_client), client.CoreV1Api(kube_client)
+    # Disabled on the Pod (as the operator's loader Jobs do) and on the ServiceAccount.
+    core.create_namespaced_service_account(
+        namespace, {"metadata": {"name": "quiet"}, "automountServiceAccountToken": False}
+    )
+    batch.create_namespaced_job(
+        namespace,
+        _job("podoff", IN_CLUSTER_PROBE, pod={"automountServiceAccountToken": False}),
+    )
+    batch.create_namespaced_job(
+        namespace, _job("saoff", IN_CLUSTER_PROBE, pod={"serviceAccountName": "quiet"})
+    )
+    for name in ("podoff", "saoff"):
+        finished = wait_for(
+            f"Job {name} to finish", lambda n=name: _job_finished(batch, namespace, n)
+        )
+        (pod,) = _job_pods(core, namespace, name)
+        assert finished[0] == "Complete", (finished, _log_of(kube_client, pod))
+        assert _seen(kube_client, pod) == {"files": [], "host": None, "port": None}, name
+        node = core.read_node(pod.spec.node_name)
+        pod_dir = (
+            Path(node.metadata.annotations[pn.WORKDIR_ANNOTATION]) / namespace / pod.metadata.name
+        )
+        assert not (pod_dir / ".volumes").exists(), "no token may be written for this pod"
