@@ -15,6 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="start everything (idempotent) and write .dev/env")
     sub.add_parser("down", help="stop everything that `up` started")
     sub.add_parser("status", help="list the components and their PIDs")
+    put = sub.add_parser("put", help="copy a local file into the dev MinIO (BUCKET/KEY)")
+    put.add_argument("file")
+    put.add_argument("target", help="BUCKET/KEY, e.g. uploads/shop-a/products.csv")
     args = parser.parse_args(argv)
     env = DevEnv()
     try:
@@ -26,6 +29,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             stopped = env.down()
             print(f"devenv: stopped {', '.join(stopped) if stopped else 'nothing (not running)'}")
+        elif args.command == "put":
+            bucket, _, key = args.target.partition("/")
+            if not key:
+                raise DevEnvError("put needs BUCKET/KEY")
+            client = env.minio_client()
+            if not client.bucket_exists(bucket):
+                client.make_bucket(bucket)
+            client.fput_object(bucket, key, args.file)
+            print(f"devenv: put {args.file} -> s3://{bucket}/{key}")
         else:
             for name, pid in env.status().items():
                 print(f"{name:26} {'running, pid ' + str(pid) if pid else 'stopped'}")

@@ -277,6 +277,15 @@ class DevEnv:
             "PRODUCTIMPORT_DEV_BIN": str(self.bin_dir),
         }
 
+    def minio_client(self):
+        from minio import Minio
+
+        values = self.env()
+        return Minio(
+            values["MINIO_ENDPOINT"], values["MINIO_ACCESS_KEY"], values["MINIO_SECRET_KEY"],
+            secure=False,
+        )  # fmt: skip
+
     def kubectl(self, *args: str, check: bool = True, input: str | None = None):
         done = subprocess.run(
             [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.layout.kubeconfig}", *args],
