@@ -56,6 +56,18 @@ def _attempts(job: dict[str, Any]) -> int:
     return sum(int(status.get(k) or 0) for k in ("active", "succeeded", "failed"))
 
 
+def _loader_result(log_tail: str) -> ImportResult | None:
+    """The result document the loader printed (--json), if the log's tail holds it."""
+    for line in reversed(log_tail.splitlines()):
+        line = line.strip()
+        if line.startswith("{") and '"phase"' in line:
+            try:
+                return ImportResult.model_validate_json(line)
+            except ValidationError:
+                return None
+    return None
+
+
 def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
@@ -303,7 +315,13 @@ class Reconciler:
             detail = f"; last attempt exited with code {code}" + (
                 f": {' '.join(tail)[:500]}" if tail else ""
             )
-            if code == EXIT_TEMPORARY:
+            loader = _loader_result(last.get("message") or "")
+            if loader is not None:
+                # The loader said why on stdout (--json) even where it wrote no result
+                # document (a temporary failure): SourceUnreachable, StoreUnavailable, ...
+                reason = loader.reason
+                message = f"{loader.message} (after {_attempts(job)} attempts)"
+            elif code == EXIT_TEMPORARY:
                 reason = "StoreUnavailable"
                 message = f"a temporary failure outlasted the Job's retries{detail}"
             else:

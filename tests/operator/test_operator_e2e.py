@@ -291,3 +291,20 @@ def test_minio_unavailable_is_retried_then_fails_with_a_reason(cluster, minio):
         assert "MinIO" in status["message"] or "temporary" in status["message"], status
     else:
         assert status["counts"]["created"] == 1994
+
+
+def test_an_unreachable_url_is_retried_then_fails_with_the_loaders_reason(cluster):
+    ns = cluster.namespace("op")
+    doc = {
+        "apiVersion": "catalog.productimport.dev/v1alpha1",
+        "kind": "ProductImport",
+        "metadata": {"name": "offline", "namespace": ns},
+        # Nothing listens on port 1: connection refused, a temporary failure (exit 75).
+        "spec": {"catalog": "main", "source": {"url": "https://127.0.0.1:1/feed.csv"}},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
+    status = finished(cluster, "offline", ns)["status"]
+    assert status["phase"] == "Failed"
+    assert status["reason"] == "SourceUnreachable", status
+    assert "https://127.0.0.1:1/feed.csv is unreachable" in status["message"]
+    assert status["attempts"] > 1  # retried: infrastructure failures count toward backoff
