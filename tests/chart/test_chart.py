@@ -15,7 +15,6 @@ import json
 import socket
 import subprocess
 import tarfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,25 +25,12 @@ import pytest
 import yaml
 from chart_support import CHART, REPO
 
+from devenv.waiting import wait_for
+
 DATA = REPO.parent / "shared" / "data"
 ELASTICPATH = DATA / "elasticpath-pcm" / "pim_product_import_example.csv"
 GROUP = "catalog.productimport.dev"
 WORKDIR_ANNOTATION = "processnode.productimport.dev/workdir"
-WAIT = 300.0
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = WAIT, why=None) -> Any:
-    """Poll `probe` until it returns something truthy; fail saying what never happened
-    (and `why()`, what was seen instead)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            detail = f"\n{why()}" if why else ""
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}{detail}", pytrace=False)
-        time.sleep(1.0)
 
 
 def run(*argv: str | Path, input: str | None = None, timeout: float = 300) -> str:

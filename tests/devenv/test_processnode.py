@@ -12,9 +12,8 @@ import base64
 import json
 import os
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,12 +22,12 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from devenv import processnode as pn
+from devenv.waiting import wait_for
 
 T = TypeVar("T")
 
 # Generous bounds for machines that are shared and noisy: a wait fails only when the
 # thing clearly is not going to happen.
-WAIT_SECONDS = 240.0
 
 
 # --- $(VAR) expansion --------------------------------------------------------------------
@@ -611,23 +610,6 @@ def test_node_status_describes_this_machine() -> None:
 
 
 # --- against the real control plane --------------------------------------------------------
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = WAIT_SECONDS) -> T:
-    """Poll until `probe` returns something truthy; fail saying what never happened."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = probe()
-        except ApiException as exc:
-            last = f"API error {exc.status}: {exc.reason}"
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last seen: {last!r})")
-        time.sleep(0.5)
 
 
 @pytest.fixture

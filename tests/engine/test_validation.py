@@ -148,3 +148,27 @@ def test_missing_required_column_fails_the_file_and_names_the_column(engine):
     result, code = engine.run_with_code(engine.write("p.csv", "sku,title_typo\nA,Alpha\n"))
     assert (result.phase, result.reason, code) == ("Failed", "ParseError", 65)
     assert "'name'" in result.message and "title_typo" in result.message
+
+
+def test_duplicates_the_text_fields_cannot_tell_apart_keep_the_first_occurrence(engine):
+    """Rows sharing a key are told apart by a hash of their narrow text fields; rows equal
+    in all of those (here: only the description differs) fall back to record numbers."""
+    header = "sku,name,slug,status,commodity_type,price,currency,tags,description\n"
+    content = (
+        header
+        + "D-1,Same,s,live,physical,1,EUR,,first\n"
+        + "D-2,Two,s,live,physical,1,EUR,,of D-2\n"
+        + "D-1,Same,s,live,physical,1,EUR,,second\n"
+        + "D-2,Other,s,live,physical,1,EUR,,\n"
+        + "D-1,Same,s,live,physical,1,EUR,,third\n"
+    )
+    result = engine.run(engine.write("p.csv", content), **LENIENT)
+    assert [(e.line, e.code) for e in result.errors] == [
+        (4, "duplicate_sku"),
+        (5, "duplicate_sku"),
+        (6, "duplicate_sku"),
+    ]
+    products = engine.products()
+    assert products["D-1"]["description"] == "first"
+    assert products["D-2"]["name"] == "Two"
+    assert result.counts.created == 2 and result.counts.rejected == 3

@@ -14,29 +14,17 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from devenv.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 MAGENTO = DATA / "magento2-sample-data" / "products.csv"  # 1994 valid products
-WAIT = 300.0
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
 
 
 def get(cluster, kind: str, name: str, ns: str) -> dict | None:
