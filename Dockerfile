@@ -24,8 +24,8 @@ ENV PATH=/opt/venv/bin:$PATH
 # test_dockerfile.py keeps them identical): every dependency exactly as pinned in
 # requirements.lock, then the project itself without resolving anything again. The lock
 # comes first so a code change does not reinstall the dependencies (layer cache).
-# requirements.lock is compiled with the dev extra, so pytest, ruff and friends come
-# along: the price of one lock; split it into a runtime lock to slim the image.
+# requirements.lock holds the runtime dependencies only; the development tools are in
+# requirements-dev.lock, which never reaches the image.
 COPY requirements.lock ./
 RUN pip install --disable-pip-version-check --no-cache-dir -r requirements.lock
 # productimport/api and productimport/operator are symlinks to the top-level api/ and

@@ -49,6 +49,7 @@ dev-down:
 bench-10m: setup
 	BENCH_ROWS=10000000 $(PY) -m bench
 
-# Regenerate requirements.lock after changing dependencies in pyproject.toml (needs uv: pip install uv).
+# Regenerate the locks (runtime: the image; dev: the tools, same pins) after changing dependencies in pyproject.toml (needs uv: pip install uv).
 lock:
-	uv pip compile pyproject.toml --extra dev -o requirements.lock --python-version 3.11
+	uv pip compile pyproject.toml -o requirements.lock --python-version 3.11
+	uv pip compile pyproject.toml --extra dev -c requirements.lock -o requirements-dev.lock --python-version 3.11

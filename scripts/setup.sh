@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Creates (or refreshes) the project's virtualenv in .venv from requirements.lock.
+# Creates (or refreshes) the project's virtualenv in .venv: the product exactly as the
+# image installs it (requirements.lock, then the project; see Dockerfile), then the
+# development tools (requirements-dev.lock, compiled against the same pins).
 # Idempotent: a second run with an unchanged lock does nothing. pip's wheel cache lives
 # outside the clone (~/.cache/pip, or $PIP_CACHE_DIR), so a fresh clone installs fast.
 set -euo pipefail
@@ -7,7 +9,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 stamp="$VENV/.productimport-lock.sha256"
-want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.lock requirements-dev.lock pyproject.toml | sha256sum | cut -d' ' -f1)
 if [[ -x "$VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   exit 0
 fi
@@ -15,5 +17,6 @@ fi
 "$VENV/bin/python" -m pip install --disable-pip-version-check -q --upgrade pip
 "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r requirements.lock
 "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps -e .
+"$VENV/bin/python" -m pip install --disable-pip-version-check -q -r requirements-dev.lock
 echo "$want" > "$stamp"
 echo "setup: .venv ready ($("$VENV/bin/python" --version))"

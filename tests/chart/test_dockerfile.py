@@ -90,9 +90,21 @@ def test_the_image_installs_what_setup_sh_installs() -> None:
     # setup.sh first brings the venv's own pip up to date; the image uses the base
     # image's pip (an unpinned upgrade would make the build irreproducible). The two
     # steps that install the product are the same, in the same order.
+    # Then the development tools (compiled against the same pins), which the image lacks.
     assert setup[0] == ["--upgrade", "pip"], setup
-    assert setup[1:] == [["-r", "requirements.lock"], ["--no-deps", "."]], setup
-    assert docker == setup[1:], docker
+    assert setup[1:3] == [["-r", "requirements.lock"], ["--no-deps", "."]], setup
+    assert setup[3:] == [["-r", "requirements-dev.lock"]], setup
+    assert docker == setup[1:3], docker
+
+
+def test_the_runtime_lock_has_no_development_tools_and_the_dev_lock_agrees_with_it() -> None:
+    def pins(name: str) -> dict[str, str]:
+        text = (REPO / name).read_text()
+        return dict(line.split("==", 1) for line in text.split() if "==" in line)
+
+    runtime, dev = pins("requirements.lock"), pins("requirements-dev.lock")
+    assert not {"pytest", "ruff", "schemathesis", "hypothesis"} & set(runtime)
+    assert {k: dev.get(k) for k in runtime} == runtime
 
 
 def _ignored(path: str, patterns: list[str]) -> bool:
