@@ -77,13 +77,34 @@ def build_keyed(con: duckdb.DuckDBPyConnection, projection: Projection) -> None:
         CREATE TEMP TABLE keyed AS
         WITH matched AS (
             SELECT t.rn, coalesce({match}, t.sku) AS sku, {match} AS key_match,
-                   {id_matched} AS id_matched, t.given_sku, t.ep_id
+                   {id_matched} AS id_matched, t.given_sku, t.ep_id, {fingerprint("t")} AS fp
             FROM checked t {joins}
         )
         SELECT m.*, (c.sku IS NOT NULL) AS exists_in_catalog,
                min(m.rn) OVER (PARTITION BY m.sku) AS first_rn
         FROM matched m LEFT JOIN (SELECT DISTINCT sku FROM cur) c ON c.sku = m.sku
     """)
+
+
+# Text fields of the first pass that the second pass computes identically; a hash of
+# them tells apart the rows that share a key (see accepted_by_key).
+FINGERPRINTED = [
+    "sku",
+    "name",
+    "slug",
+    "external_ref",
+    "ep_id",
+    "given_sku",
+    "status_raw",
+    "commodity_raw",
+    "price_raw",
+    "currency_raw",
+    "tags_raw",
+]
+
+
+def fingerprint(alias: str) -> str:
+    return f"hash({', '.join(f'{alias}.{f}' for f in FINGERPRINTED)})"
 
 
 def accepted_by_rn() -> str:
@@ -102,22 +123,39 @@ def accepted_by_key(con: duckdb.DuckDBPyConnection, projection: Projection) -> s
     numbers), for presets whose key is the row's own sku.
 
     A key held by one row names that row, so its key says whether it is accepted. Of a
-    key held by several rows only the first occurrence can be accepted: those rows are
-    fetched by number into `first_of_duplicates` (one ordered scan, only when the file
-    has such a row; the numbers are matched right after the scan, so only those rows are
-    ever projected and typed).
+    key held by several rows only the first occurrence can be accepted; the second pass
+    recognises it by a hash of its text fields (`keyed.fp`, from the first pass) when no
+    other row with that key has the same hash, which is an exact test: the hash picks
+    exactly one row. Rows it cannot tell apart are fetched by number into
+    `first_of_duplicates` (one ordered scan, only when the file has such a row; the
+    numbers are matched right after the scan, so only those rows are ever projected and
+    typed).
     """
     con.execute("""
         CREATE OR REPLACE TEMP TABLE shared_keys AS
         SELECT DISTINCT sku FROM keyed WHERE sku IS NOT NULL AND rn <> first_rn
     """)
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE accepted_keys AS
-        SELECT sku FROM ({ACCEPTED}) WHERE sku NOT IN (SELECT sku FROM shared_keys)
+        CREATE OR REPLACE TEMP TABLE first_occurrences AS
+        WITH hashes AS (
+            SELECT sku, fp, count(*) AS rows_with_fp FROM keyed
+            WHERE sku IN (SELECT sku FROM shared_keys) GROUP BY sku, fp
+        )
+        SELECT k.rn, k.sku, k.fp, h.rows_with_fp = 1 AS by_fingerprint
+        FROM keyed k JOIN hashes h ON h.sku = k.sku AND h.fp = k.fp
+        WHERE k.rn IN (SELECT rn FROM ({ACCEPTED})) AND k.sku IN (SELECT sku FROM shared_keys)
     """)
+    # fp is NULL for a key held by one row: its row is taken whatever its hash.
     con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE accepted_keys AS
+        SELECT sku, NULL::UBIGINT AS fp FROM ({ACCEPTED})
+        WHERE sku NOT IN (SELECT sku FROM shared_keys)
+        UNION ALL
+        SELECT sku, fp FROM first_occurrences WHERE by_fingerprint
+    """)
+    con.execute("""
         CREATE OR REPLACE TEMP TABLE wanted_rows AS
-        SELECT rn FROM ({ACCEPTED}) WHERE sku IN (SELECT sku FROM shared_keys)
+        SELECT rn FROM first_occurrences WHERE NOT by_fingerprint
     """)
     con.execute("CREATE OR REPLACE TEMP TABLE first_of_duplicates AS FROM typed WHERE false")
     if con.execute("SELECT count(*) FROM wanted_rows").fetchone()[0]:  # type: ignore[index]
@@ -131,8 +169,9 @@ def accepted_by_key(con: duckdb.DuckDBPyConnection, projection: Projection) -> s
         )
         with forced_join_order(con):
             con.execute("INSERT INTO first_of_duplicates FROM typed_wanted")
-    return """
-        SELECT * FROM typed_unnumbered WHERE sku IN (SELECT sku FROM accepted_keys)
+    return f"""
+        SELECT t.* FROM typed_unnumbered t JOIN accepted_keys a
+            ON a.sku = t.sku AND (a.fp IS NULL OR a.fp = {fingerprint("t")})
         UNION ALL
         SELECT * FROM first_of_duplicates
     """

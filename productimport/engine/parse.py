@@ -95,6 +95,18 @@ class CsvScan:
             f"rejects_table={sql_string(rejects)}, rejects_scan={sql_string(rejects + '_scans')})"
         )
 
+    def unnumbered(self, rejects: str, only: set[int]) -> str:
+        """Records without numbers (`rn` is NULL), only the columns in `only` parsed
+        (the others read as NULL): DuckDB scans the file in parallel, and a query that
+        keeps insertion order (SELECT, WHERE) still returns the records in file order."""
+        columns = ", ".join(
+            f"c{i}" if i in only else f"NULL::VARCHAR AS c{i}" for i in range(len(self.headers))
+        )
+        picked = ", ".join(f"c{i}" for i in sorted(only)) or "NULL AS nothing"
+        return (
+            f"SELECT NULL::BIGINT AS rn, {columns} FROM (SELECT {picked} FROM {self.sql(rejects)})"
+        )
+
     def numbered(self, rejects: str, only: set[int] | None = None) -> str:
         """Records numbered in file order. row_number() OVER () is a streaming window
         that DuckDB runs in source order, on one thread, whatever
@@ -161,11 +173,21 @@ def inspect_csv(source: LocalSource, options: CsvOptions) -> CsvScan:
 
 
 def define_raw(
-    con: duckdb.DuckDBPyConnection, scan: CsvScan, rejects: str, only: set[int] | None = None
+    con: duckdb.DuckDBPyConnection,
+    scan: CsvScan,
+    rejects: str,
+    only: set[int] | None = None,
+    *,
+    numbered: bool = True,
 ) -> None:
     """View `raw(rn, c0..cN)` over the file: each query that reads it parses the file
-    again, streaming (only the columns in `only`, when given)."""
-    con.execute(f"CREATE OR REPLACE TEMP VIEW raw AS {scan.numbered(rejects, only)}")
+    again, streaming (only the columns in `only`, when given). `numbered=False` leaves
+    `rn` NULL and lets DuckDB read the file on every thread (see CsvScan.unnumbered)."""
+    if numbered:
+        sql = scan.numbered(rejects, only)
+    else:
+        sql = scan.unnumbered(rejects, set(range(len(scan.headers))) if only is None else only)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW raw AS {sql}")
 
 
 def materialise_raw(con: duckdb.DuckDBPyConnection, scan: CsvScan) -> None:

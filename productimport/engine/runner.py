@@ -202,17 +202,36 @@ class ImportRun:
         return _Input(source, raw.headers, projection, malformed=raw.malformed, raw_rows=raw.rows)
 
     def _checked(self, con: duckdb.DuckDBPyConnection, data: _Input, rejects: str) -> None:
-        """Table `checked`; a streamed file is scanned for it parsing only the columns
-        the rules read."""
+        """View `checked` over table `checked_rows`; a streamed file is scanned for it
+        parsing only the columns the rules read.
+
+        A streamed file is scanned in parallel, unnumbered, into a table that keeps
+        insertion order (file order: SELECT and WHERE preserve it); a record's number is
+        then its position in that table (rowid + 1), the same number row_number() OVER ()
+        gives it, without the window that would run the whole pass on one thread.
+        """
         projection = data.projection
         if data.scan is not None and projection.streamable:
             wanted = {*CHECKED_FIELDS, *(RAW_OF.get(f, f) for f in projection.required)}
             only = {i for name, i in projection.field_columns.items() if name in wanted}
-            define_raw(con, data.scan, rejects, only)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS {checked_sql(projection)}")
+            define_raw(con, data.scan, rejects, only, numbered=False)
+            con.execute("SET preserve_insertion_order = true")
+            try:
+                con.execute(
+                    "CREATE OR REPLACE TEMP TABLE checked_rows AS "
+                    f"SELECT * EXCLUDE (rn) FROM ({checked_sql(projection)})"
+                )
+            finally:
+                con.execute("SET preserve_insertion_order = false")
+            con.execute(
+                "CREATE OR REPLACE TEMP VIEW checked AS SELECT rowid + 1 AS rn, * FROM checked_rows"
+            )
+            return
+        con.execute(f"CREATE OR REPLACE TEMP TABLE checked_rows AS {checked_sql(projection)}")
+        con.execute("CREATE OR REPLACE TEMP VIEW checked AS FROM checked_rows")
 
     def _first_pass(self, con: duckdb.DuckDBPyConnection, data: _Input) -> int:
-        """Table `checked`: the narrow typed fields the rules read, one row per record."""
+        """View `checked`: the narrow typed fields the rules read, one row per record."""
         projection = data.projection
         try:
             con.execute(f"CREATE TEMP VIEW staged AS {projection.sql}")
@@ -258,7 +277,8 @@ class ImportRun:
                 self._checked(con, data, f"reject_errors_{attempt}_checked")
             build_keyed(con, data.projection)
             build_row_errors(con, data.projection, self.options.mode, has_current)
-            con.execute("DROP TABLE checked")
+            con.execute("DROP VIEW checked")
+            con.execute("DROP TABLE checked_rows")
             errors = self._error_records(con, source, malformed)
             rejected_rows = con.execute("SELECT count(DISTINCT rn) FROM row_errors").fetchone()[0]  # type: ignore[index]
             counts = ImportCounts(

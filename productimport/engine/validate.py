@@ -1,6 +1,6 @@
 """Row rules as SQL over the whole file at once: one query, never a Python call per row.
 
-Input: table `checked` (the narrow first pass: only the typed fields the rules read, see
+Input: `checked` (the narrow first pass: only the typed fields the rules read, see
 CHECKED_FIELDS) and table `keyed` (each row's resolved catalog key, its first occurrence
 and whether the catalog has it). Output: table `row_errors(rn, column_name, code,
 message, value, ref_rn)`; `ref_rn` names another row the message refers to (the first
