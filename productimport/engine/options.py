@@ -31,10 +31,15 @@ class Mode(StrEnum):
 class CsvOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    delimiter: str | None = Field(None, description="None: sniffed from the header line")
-    quote: str = '"'
-    escape: str | None = Field(None, description="None: the quote character (RFC 4180)")
-    encoding: str = "utf-8"
+    # The lengths are also in the JSON Schema, so the CRD refuses a bad value at apply time.
+    delimiter: str | None = Field(
+        None, min_length=1, max_length=1, description="One character; unset: sniffed"
+    )
+    quote: str = Field('"', min_length=1, max_length=1)
+    escape: str | None = Field(
+        None, min_length=1, max_length=1, description="Unset: the quote character (RFC 4180)"
+    )
+    encoding: str = Field("utf-8", description="utf-8 (with or without BOM) or latin-1")
     header: bool = True
 
     @field_validator("delimiter", "quote", "escape")

@@ -66,6 +66,10 @@ def test_invalid_manifests_are_refused_with_a_clear_message(cluster):
     assert "spec.catalog" in done.stderr and "spec.mode" in done.stderr
     assert '"merge"' in done.stderr and "upsert" in done.stderr
 
+    two_chars = manifest("csv", ns, csv={"delimiter": ";;"})
+    done = cluster.kubectl("apply", "-f", "-", input=two_chars, check=False)
+    assert done.returncode != 0 and "spec.csv.delimiter" in done.stderr
+
     plain_http = manifest("plain", ns, source={"url": "http://e.test/p.csv"})
     done = cluster.kubectl("apply", "-f", "-", input=plain_http, check=False)
     assert "spec.source.url" in done.stderr
