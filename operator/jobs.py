@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from productimport.engine.errors import EXIT_BAD_DATA, EXIT_SOURCE_MISSING
+from productimport.engine.errors import EXIT_BAD_DATA, EXIT_RESOURCES, EXIT_SOURCE_MISSING
 from productimport.models.resource import GROUP, KIND, VERSION, ProductImportSpec
 from productimport.operator.settings import OperatorSettings
 
@@ -136,13 +136,14 @@ def build_job(obj: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]
         "ttlSecondsAfterFinished": settings.job_ttl_seconds,
         "podFailurePolicy": {
             "rules": [
-                # Bad data or a missing source: no retry can help, fail at once.
+                # Bad data, a missing source, or a file too big for the memory limit:
+                # no retry can help, fail at once.
                 {
                     "action": "FailJob",
                     "onExitCodes": {
                         "containerName": CONTAINER,
                         "operator": "In",
-                        "values": [EXIT_BAD_DATA, EXIT_SOURCE_MISSING],
+                        "values": [EXIT_BAD_DATA, EXIT_SOURCE_MISSING, EXIT_RESOURCES],
                     },
                 },
                 # A node drain or preemption is not the import's fault: do not count it.

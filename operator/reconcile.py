@@ -321,6 +321,13 @@ class Reconciler:
                 # document (a temporary failure): SourceUnreachable, StoreUnavailable, ...
                 reason = loader.reason
                 message = f"{loader.message} (after {_attempts(job)} attempts)"
+            elif last.get("reason") == "OOMKilled":
+                reason = "OutOfMemory"
+                message = (
+                    "the loader was killed at its container's memory limit; raise "
+                    "spec.job.resources.limits.memory (about twice spec.job.memoryLimit, "
+                    f"DuckDB's own limit){detail}"
+                )
             elif code == EXIT_TEMPORARY:
                 reason = "StoreUnavailable"
                 message = f"a temporary failure outlasted the Job's retries{detail}"

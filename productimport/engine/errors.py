@@ -10,6 +10,7 @@ EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_BAD_DATA = 65  # sysexits EX_DATAERR: retrying cannot help
 EXIT_SOURCE_MISSING = 66  # sysexits EX_NOINPUT
+EXIT_RESOURCES = 71  # sysexits EX_OSERR: out of memory or spill space; a retry fails alike
 EXIT_TEMPORARY = 75  # sysexits EX_TEMPFAIL: infrastructure, worth a retry
 
 
@@ -41,6 +42,17 @@ class ErrorPolicyExceeded(ImportFailure):
 class SourceNotFound(ImportFailure):
     exit_code = EXIT_SOURCE_MISSING
     reason = "SourceNotFound"
+
+
+class ResourcesExhausted(ImportFailure):
+    """DuckDB could not stay within its memory limit (or its spill space ran out).
+
+    Deterministic for a given file and limit, so the Job fails at once instead of
+    retrying into the same wall; the message says which knob to turn.
+    """
+
+    exit_code = EXIT_RESOURCES
+    reason = "OutOfMemory"
 
 
 class TemporaryFailure(ImportFailure):

@@ -24,6 +24,7 @@ from productimport.engine.errors import (
     InvalidOptions,
     ParseError,
     PreconditionFailed,
+    ResourcesExhausted,
 )
 from productimport.engine.lines import record_start_lines, records_for_valid_rows
 from productimport.engine.merge import (
@@ -148,8 +149,14 @@ class ImportRun:
             workdir = Path(tmp)
             con = self._connect(workdir)
             try:
-                result = self._run(con, workdir)
+                try:
+                    result = self._run(con, workdir)
+                except duckdb.OutOfMemoryException as exc:
+                    raise self._out_of_memory(exc) from exc
             except ImportFailure as failure:
+                if isinstance(failure.__cause__, duckdb.OutOfMemoryException):
+                    # Parsing wraps DuckDB's errors; running out of memory is not one.
+                    failure = self._out_of_memory(failure.__cause__)
                 result = self._failed(failure.reason, failure.message)
                 self._write_result(result)
                 self.progress.stage("done")
@@ -492,6 +499,15 @@ class ImportRun:
             errors=errors[:INLINE_ERRORS],
             startedAt=self.started,
             completedAt=datetime.now(UTC),
+        )
+
+    def _out_of_memory(self, exc: duckdb.OutOfMemoryException) -> ResourcesExhausted:
+        limit = self.options.memory_limit or DEFAULT_MEMORY_LIMIT
+        first_line = str(exc).strip().splitlines()[0]
+        return ResourcesExhausted(
+            f"the import needed more memory than its DuckDB memory limit ({limit}) allows "
+            f"even when spilling to disk ({first_line}); raise the limit (spec.job."
+            "memoryLimit, with the container's memory limit above it) or split the file"
         )
 
     def _failed(self, reason: str, message: str) -> ImportResult:

@@ -241,3 +241,19 @@ def test_python_m_entry_point_exists():
         check=False,
     )
     assert done.returncode == 0 and "import" in done.stdout
+
+
+@pytest.mark.parametrize("limit", ["1MB", "20MB"])  # 1MB fails while parsing, 20MB later
+def test_a_file_too_big_for_the_memory_limit_fails_with_advice_and_changes_nothing(
+    seeded, shared_data, limit
+):
+    before = seeded.products()
+    magento = shared_data / "magento2-sample-data" / "products.csv"
+    result, code = seeded.cli_json(
+        "import", str(magento), "--catalog", "main", "--store", str(seeded.store.root),
+        "--memory-limit", limit,
+    )  # fmt: skip
+    assert (result["phase"], result["reason"], code) == ("Failed", "OutOfMemory", 71), result
+    assert f"memory limit ({limit})" in result["message"]
+    assert "spec.job.memoryLimit" in result["message"]
+    assert result["catalogVersion"] == 1 and seeded.products() == before

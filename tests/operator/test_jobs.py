@@ -47,7 +47,7 @@ def test_job_is_owned_retried_on_infrastructure_only_and_cleaned_up():
     assert spec["ttlSecondsAfterFinished"] > 0
     fail_fast = spec["podFailurePolicy"]["rules"][0]
     assert fail_fast["action"] == "FailJob"
-    assert set(fail_fast["onExitCodes"]["values"]) == {65, 66}
+    assert set(fail_fast["onExitCodes"]["values"]) == {65, 66, 71}
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"  # podFailurePolicy requires it
     assert pod["automountServiceAccountToken"] is False  # the loader gets no k8s access

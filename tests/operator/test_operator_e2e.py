@@ -337,3 +337,12 @@ def test_an_unreachable_url_is_retried_then_fails_with_the_loaders_reason(cluste
     assert status["reason"] == "SourceUnreachable", status
     assert "https://127.0.0.1:1/feed.csv is unreachable" in status["message"]
     assert status["attempts"] > 1  # retried: infrastructure failures count toward backoff
+
+
+def test_an_import_out_of_memory_fails_at_once_with_advice(cluster, minio):
+    ns = cluster.namespace("op")
+    apply(cluster, "tight", ns, upload(minio, MAGENTO), job={"memoryLimit": "20MB"})
+    status = finished(cluster, "tight", ns)["status"]
+    assert status["phase"] == "Failed" and status["reason"] == "OutOfMemory", status
+    assert "spec.job.memoryLimit" in status["message"]
+    assert status["attempts"] == 1  # podFailurePolicy: the same limit would fail the same way
