@@ -241,11 +241,10 @@ def merge(
     now = con.execute("SELECT now()::TIMESTAMP").fetchone()[0]  # type: ignore[index]
     stamp = f"TIMESTAMP {sql_string(now.isoformat(sep=' '))}"
     this_import = sql_string(import_id)
-    kept = f"SELECT sku FROM ({ACCEPTED})"
-    keep = f"sku NOT IN ({kept})"
+    untouched = f"cur ANTI JOIN ({ACCEPTED}) a ON a.sku = cur.sku"
     if mode is Mode.replace:
         # Products the file does not mention go, but never one whose row was rejected.
-        keep += " AND sku IN (SELECT sku FROM keyed WHERE sku IS NOT NULL)"
+        untouched += " SEMI JOIN (SELECT sku FROM keyed WHERE sku IS NOT NULL) k ON k.sku = cur.sku"
     columns = ", ".join(SNAPSHOT_COLUMNS)
     with forced_join_order(con):
         (written,) = con.execute(f"""
@@ -285,7 +284,7 @@ def merge(
                 FROM classified
             )
             UNION ALL
-            SELECT {columns} FROM cur WHERE {keep}
+            SELECT {columns} FROM {untouched}
         ) TO {sql_string(str(target))} ({parquet_options})
         """).fetchone()  # type: ignore[misc]
     # Only rows this run created or changed carry its import id with its timestamp
