@@ -20,6 +20,7 @@ from pathlib import Path
 
 import duckdb
 
+from productimport.engine.errors import ImportFailure
 from productimport.engine.options import Mode
 from productimport.engine.parse import sql_string
 from productimport.engine.presets import Projection
@@ -130,6 +131,12 @@ def accepted_by_key(con: duckdb.DuckDBPyConnection, projection: Projection) -> s
     `first_of_duplicates` (one ordered scan, only when the file has such a row; the
     numbers are matched right after the scan, so only those rows are ever projected and
     typed).
+
+    The second pass is filtered by the exceptions (`key_rules`: rejected rows and
+    shared keys, usually a percent of the file), never joined with every accepted key:
+    a hash table of ten million keys would compete with the merge's own for memory.
+    A rule with fp NULL drops every row of its key; one with a hash keeps only the row
+    with that hash.
     """
     con.execute("""
         CREATE OR REPLACE TEMP TABLE shared_keys AS
@@ -145,13 +152,15 @@ def accepted_by_key(con: duckdb.DuckDBPyConnection, projection: Projection) -> s
         FROM keyed k JOIN hashes h ON h.sku = k.sku AND h.fp = k.fp
         WHERE k.rn IN (SELECT rn FROM ({ACCEPTED})) AND k.sku IN (SELECT sku FROM shared_keys)
     """)
-    # fp is NULL for a key held by one row: its row is taken whatever its hash.
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE accepted_keys AS
-        SELECT sku, NULL::UBIGINT AS fp FROM ({ACCEPTED})
-        WHERE sku NOT IN (SELECT sku FROM shared_keys)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE key_rules AS
+        SELECT sku, NULL::UBIGINT AS fp FROM keyed
+        WHERE sku IS NOT NULL AND rn IN (SELECT rn FROM row_errors)
+          AND sku NOT IN (SELECT sku FROM shared_keys)
         UNION ALL
-        SELECT sku, fp FROM first_occurrences WHERE by_fingerprint
+        SELECT s.sku, f.fp FROM shared_keys s
+        LEFT JOIN (SELECT sku, fp FROM first_occurrences WHERE by_fingerprint) f
+               ON f.sku = s.sku
     """)
     con.execute("""
         CREATE OR REPLACE TEMP TABLE wanted_rows AS
@@ -170,8 +179,8 @@ def accepted_by_key(con: duckdb.DuckDBPyConnection, projection: Projection) -> s
         with forced_join_order(con):
             con.execute("INSERT INTO first_of_duplicates FROM typed_wanted")
     return f"""
-        SELECT t.* FROM typed_unnumbered t JOIN accepted_keys a
-            ON a.sku = t.sku AND (a.fp IS NULL OR a.fp = {fingerprint("t")})
+        SELECT t.* FROM typed_unnumbered t LEFT JOIN key_rules r ON r.sku = t.sku
+        WHERE t.sku IS NOT NULL AND (r.sku IS NULL OR r.fp = {fingerprint("t")})
         UNION ALL
         SELECT * FROM first_of_duplicates
     """
@@ -241,10 +250,14 @@ def merge(
     now = con.execute("SELECT now()::TIMESTAMP").fetchone()[0]  # type: ignore[index]
     stamp = f"TIMESTAMP {sql_string(now.isoformat(sep=' '))}"
     this_import = sql_string(import_id)
-    untouched = f"cur ANTI JOIN ({ACCEPTED}) a ON a.sku = cur.sku"
+    # The products the file leaves as they are, listed before the merge so that its
+    # statement holds one large hash table (the current products), not two.
+    untouched = f"SELECT sku FROM cur ANTI JOIN ({ACCEPTED}) a ON a.sku = cur.sku"
     if mode is Mode.replace:
         # Products the file does not mention go, but never one whose row was rejected.
         untouched += " SEMI JOIN (SELECT sku FROM keyed WHERE sku IS NOT NULL) k ON k.sku = cur.sku"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE untouched AS {untouched}")
+    (kept,) = con.execute("SELECT count(*) FROM untouched").fetchone()  # type: ignore[misc]
     columns = ", ".join(SNAPSHOT_COLUMNS)
     with forced_join_order(con):
         (written,) = con.execute(f"""
@@ -284,7 +297,7 @@ def merge(
                 FROM classified
             )
             UNION ALL
-            SELECT {columns} FROM {untouched}
+            SELECT {columns} FROM cur SEMI JOIN untouched u ON u.sku = cur.sku
         ) TO {sql_string(str(target))} ({parquet_options})
         """).fetchone()  # type: ignore[misc]
     # Only rows this run created or changed carry its import id with its timestamp
@@ -295,6 +308,14 @@ def merge(
         FROM read_parquet({sql_string(str(target))}) WHERE import_id = {this_import}
     """).fetchone()  # type: ignore[misc]
     (accepted,) = con.execute(f"SELECT count(*) FROM ({ACCEPTED})").fetchone()  # type: ignore[misc]
+    if written - kept != accepted:
+        # The second pass must yield exactly the rows the first accepted: anything else
+        # is a bug, and committing it would corrupt the catalog.
+        raise ImportFailure(
+            f"internal check failed: the merge wrote {written - kept:,} incoming rows where "
+            f"{accepted:,} were accepted; nothing was committed",
+            reason="InternalError",
+        )
     deleted = 0
     if mode is Mode.replace:
         (before,) = con.execute("SELECT count(*) FROM cur").fetchone()  # type: ignore[misc]
