@@ -39,13 +39,13 @@ bench-operator: setup
 bench-upload: setup
 	$(PY) -m bench.upload
 
-# The optional large run: 10M rows (~5.5 GB per file) under DuckDB's memory limit.
 dev-up: setup
 	@$(PY) -m devenv up
 
 dev-down:
 	@if [[ -x $(PY) ]]; then $(PY) -m devenv down; fi
 
+# The optional large run: 10M rows (~5.5 GB per file) under DuckDB's memory limit (1GB).
 bench-10m: setup
 	BENCH_ROWS=10000000 $(PY) -m bench
 
