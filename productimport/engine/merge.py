@@ -24,7 +24,7 @@ from productimport.engine.errors import ImportFailure
 from productimport.engine.options import Mode
 from productimport.engine.parse import sql_string
 from productimport.engine.presets import Projection
-from productimport.engine.validate import typed_sql
+from productimport.engine.validate import CHECKED_FIELDS, RAW_OF, typed_sql
 from productimport.models.product import PRODUCT_FIELDS, SNAPSHOT_COLUMNS
 
 EMPTY_SNAPSHOT = (
@@ -87,21 +87,13 @@ def build_keyed(con: duckdb.DuckDBPyConnection, projection: Projection) -> None:
     """)
 
 
-# Text fields of the first pass that the second pass computes identically; a hash of
-# them tells apart the rows that share a key (see accepted_by_key).
-FINGERPRINTED = [
-    "sku",
-    "name",
-    "slug",
-    "external_ref",
-    "ep_id",
-    "given_sku",
-    "status_raw",
-    "commodity_raw",
-    "price_raw",
-    "currency_raw",
-    "tags_raw",
-]
+# Text fields of the first pass (its typed fields left out), which the second pass
+# computes identically; a hash of them tells apart the rows that share a key (see
+# accepted_by_key).
+FINGERPRINTED = [f for f in CHECKED_FIELDS if f not in RAW_OF]
+
+# The canonical field each raw text column of a projection fills.
+FIELD_OF_RAW = {raw: field for field, raw in RAW_OF.items()}
 
 
 def fingerprint(alias: str) -> str:
@@ -218,7 +210,7 @@ def merge(
     read back from the two bookkeeping columns of what was written.
     """
     fields = [f for f in PRODUCT_FIELDS if f not in ("sku", "attributes")]
-    present = {_field_of(raw) for raw in projection.present}
+    present = {FIELD_OF_RAW.get(raw, raw) for raw in projection.present}
     # The file's own fields are compared with the product's through one hash of them,
     # so the hash table on the current snapshot holds a narrow row, not whole products
     # (their descriptions above all): that table must fit the memory limit. A false
@@ -321,13 +313,3 @@ def merge(
         (before,) = con.execute("SELECT count(*) FROM cur").fetchone()  # type: ignore[misc]
         deleted = before + created - written
     return MergeCounts(created, touched - created, accepted - touched, deleted, written)
-
-
-def _field_of(raw: str) -> str:
-    return {
-        "status_raw": "status",
-        "commodity_raw": "commodity_type",
-        "price_raw": "price",
-        "currency_raw": "currency",
-        "tags_raw": "tags",
-    }.get(raw, raw)

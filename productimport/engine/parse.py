@@ -200,7 +200,7 @@ def materialise_raw(con: duckdb.DuckDBPyConnection, scan: CsvScan) -> None:
 
 
 def csv_error(scan: CsvScan, exc: Exception) -> ParseError:
-    return ParseError(f"{scan.source.name} could not be parsed as CSV: {_first_line(exc)}")
+    return ParseError(f"{scan.source.name} could not be parsed as CSV: {first_line(exc)}")
 
 
 def malformed_csv_records(con: duckdb.DuckDBPyConnection, scan: CsvScan) -> list[Malformed]:
@@ -262,7 +262,7 @@ def read_json(con: duckdb.DuckDBPyConnection, source: LocalSource) -> RawTable:
                 f"rejects_table='reject_errors', rejects_scan='reject_scans')"
             )
     except duckdb.Error as exc:
-        raise ParseError(f"{source.name} is not valid JSON: {_first_line(exc)}") from exc
+        raise ParseError(f"{source.name} is not valid JSON: {first_line(exc)}") from exc
     malformed = [
         Malformed(record=rn, column=None, message=message, text=doc or "")
         for rn, doc, message in con.execute(
@@ -307,5 +307,5 @@ def _json_path(key: str) -> str:
     return '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     return str(exc).strip().split("\n", 1)[0]

@@ -42,6 +42,7 @@ from productimport.engine.parse import (
     check_rows_read,
     csv_error,
     define_raw,
+    first_line,
     inspect_csv,
     malformed_csv_records,
     materialise_raw,
@@ -149,18 +150,13 @@ class ImportRun:
             workdir = Path(tmp)
             con = self._connect(workdir)
             try:
-                try:
-                    result = self._run(con, workdir)
-                except duckdb.OutOfMemoryException as exc:
-                    raise self._out_of_memory(exc) from exc
-            except ImportFailure as failure:
-                if isinstance(failure.__cause__, duckdb.OutOfMemoryException):
-                    # Parsing wraps DuckDB's errors; running out of memory is not one.
-                    failure = self._out_of_memory(failure.__cause__)
+                result = self._run(con, workdir)
+            except (ImportFailure, duckdb.OutOfMemoryException) as caught:
+                failure = self._as_failure(caught)
                 result = self._failed(failure.reason, failure.message)
                 self._write_result(result)
                 self.progress.stage("done")
-                raise _WithResult(failure, result) from failure
+                raise _WithResult(failure, result) from caught
             finally:
                 con.close()
         self._write_result(result)
@@ -501,12 +497,16 @@ class ImportRun:
             completedAt=datetime.now(UTC),
         )
 
-    def _out_of_memory(self, exc: duckdb.OutOfMemoryException) -> ResourcesExhausted:
+    def _as_failure(self, caught: ImportFailure | duckdb.OutOfMemoryException) -> ImportFailure:
+        """Running out of memory is its own failure, also where parsing wrapped it."""
+        if isinstance(caught, ImportFailure):
+            if not isinstance(caught.__cause__, duckdb.OutOfMemoryException):
+                return caught
+            caught = caught.__cause__
         limit = self.options.memory_limit or DEFAULT_MEMORY_LIMIT
-        first_line = str(exc).strip().splitlines()[0]
         return ResourcesExhausted(
             f"the import needed more memory than its DuckDB memory limit ({limit}) allows "
-            f"even when spilling to disk ({first_line}); raise the limit (spec.job."
+            f"even when spilling to disk ({first_line(caught)}); raise the limit (spec.job."
             "memoryLimit, with the container's memory limit above it) or split the file"
         )
 
