@@ -71,31 +71,22 @@ def attribute_key(header: str) -> str:
     return key
 
 
-# The code points DuckDB's trim() removes (Unicode category Zs), measured on DuckDB 2.0.
-# tests/engine/test_expressions.py checks this list against trim() itself.
-TRIMMED_CODE_POINTS = (0x20, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000)
-
-
-def _trimmed(code_point: str) -> str:
-    """Whether a code point is one trim() removes. Comparisons, not IN (...): DuckDB
-    turns an IN list into a join, two per column. A letter fails the first two tests."""
-    return (
-        f"({code_point} = 32 OR ({code_point} >= 160 AND ({code_point} = 160 "
-        f"OR {code_point} = 5760 OR {code_point} BETWEEN 8192 AND 8202 OR {code_point} = 8239 "
-        f"OR {code_point} = 8287 OR {code_point} = 12288)))"
-    )
-
-
 def text(col: str) -> str:
     """A cell as trimmed text, empty meaning absent.
 
     trim() decodes the whole string to find its last character, which made it the most
-    expensive expression of an import (long descriptions); a cell can only change when
-    its first or last code point is one trim() removes, and both are cheap to read.
+    expensive expression of an import (long descriptions). A cell can only change when
+    its first or last character is one trim() removes: ASCII space or a non-ASCII space
+    (Unicode Zs; tests/engine/test_expressions.py checks that against trim() itself).
+    So only cells that start or end with a space, a control character or any non-ASCII
+    character are trimmed, and the tests are the cheapest DuckDB has: comparisons of the
+    first bytes (stored inline in the string) and suffix(); reading the last character
+    (`[-1]`) costs more, and ascii() on either end cost twice as much again (measured in
+    instructions with perf stat: 12.6 G for 14 columns of a million rows, now 5.6 G).
     """
     return (
-        f"CASE WHEN {_trimmed(f'ascii({col})')} OR {_trimmed(f'ascii({col}[-1])')} "
-        f"THEN nullif(trim({col}), '') ELSE nullif({col}, '') END"
+        f"CASE WHEN {col} < '!' OR {col} >= '\u0080' OR suffix({col}, ' ') "
+        f"OR {col}[-1] >= '\u0080' THEN nullif(trim({col}), '') ELSE nullif({col}, '') END"
     )
 
 
