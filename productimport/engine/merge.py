@@ -228,15 +228,19 @@ def merge(
             merged_fields.append(f"i.{f} AS {f}")
         else:
             merged_fields.append(f"c.{f} AS {f}")
-    # Attributes are equal when their entries are, in any order; comparing the maps as
-    # they are first settles almost every row without sorting anything.
+    # The file's attributes arrive as entries (see presets.ATTRIBUTE_ENTRIES), the
+    # product's as a MAP. They are the same when the entries are the product's, in its
+    # order (the usual case: the same columns as last time); otherwise when merging them
+    # in (key by key, the file winning) leaves the product's entries as they were.
+    # Nested CASEs, so the costly test runs only on the rows the cheap one did not settle.
     same = " AND ".join(
         [f"{digest} = c_digest"]
         + [f"{f} IS NOT DISTINCT FROM c_{f}" for f in sorted(DEFAULTED)]
         + [
-            "(attributes IS NOT DISTINCT FROM c_attributes OR "
-            "list_sort(map_entries(attributes)) IS NOT DISTINCT FROM "
-            "list_sort(map_entries(c_attributes)))"
+            "CASE WHEN map_entries(c_attributes) = in_attributes THEN true "
+            "WHEN len(in_attributes) = 0 THEN true "
+            "ELSE list_sort(map_entries(map_concat(c_attributes, "
+            "map_from_entries(in_attributes)))) = list_sort(map_entries(c_attributes)) END"
         ]
     )
     now = con.execute("SELECT now()::TIMESTAMP").fetchone()[0]  # type: ignore[index]
@@ -263,13 +267,7 @@ def merge(
                        c.updated_at AS c_updated, c.import_id AS c_import,
                        c.digest AS c_digest, c.attributes AS c_attributes,
                        {", ".join(f"c.{f} AS c_{f}" for f in sorted(DEFAULTED))},
-                       {", ".join(merged_fields)},
-                       -- map_concat is costly; when the file brings the same keys
-                       -- (the usual case) or the product had none, it is the file's map.
-                       CASE WHEN c.attributes IS NULL OR cardinality(c.attributes) = 0
-                                 OR map_keys(c.attributes) = map_keys(i.attributes)
-                                 THEN i.attributes
-                            ELSE map_concat(c.attributes, i.attributes) END AS attributes
+                       {", ".join(merged_fields)}, i.attributes AS in_attributes
                 FROM incoming i LEFT JOIN current_slim c ON c.sku = i.sku
             ),
             classified AS (
@@ -280,6 +278,19 @@ def merge(
             )
             SELECT {columns} FROM (
                 SELECT *,
+                       -- A MAP only where the product is new or changes (building one
+                       -- costs more than parsing the row), and one per row: map_concat
+                       -- only where the product has keys the file does not bring.
+                       CASE WHEN change = 'unchanged' THEN c_attributes
+                            ELSE map_from_entries(
+                                CASE WHEN c_attributes IS NULL OR cardinality(c_attributes) = 0
+                                          OR map_keys(c_attributes)
+                                             = list_transform(in_attributes, lambda e: e.key)
+                                     THEN in_attributes
+                                     ELSE map_entries(map_concat(
+                                         c_attributes, map_from_entries(in_attributes)))
+                                END)
+                       END AS attributes,
                        coalesce(c_id, gen_random_uuid()::VARCHAR) AS id,
                        coalesce(c_created, {stamp}) AS created_at,
                        CASE WHEN change = 'unchanged' THEN c_updated ELSE {stamp} END

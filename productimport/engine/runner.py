@@ -68,7 +68,13 @@ COMMIT_ATTEMPTS = 5
 # with a cap, joins and sorts spill to the temp directory instead of growing.
 DEFAULT_MEMORY_LIMIT = "800MB"
 # zstd level 1: most of zstd's size win for little of its writing time (DUCKDB-NOTES.md).
-SNAPSHOT_PARQUET = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 61440"
+# Parquet's version 2 pages: 6% fewer instructions to write a 1M-product snapshot (perf
+# stat: 25.5 G against 27.2 G for a read and rewrite), a 6% smaller file, the same cost
+# to read; DuckDB, Arrow and Spark read them.
+SNAPSHOT_PARQUET = (
+    "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 61440, "
+    "PARQUET_VERSION V2"
+)
 
 
 @dataclass

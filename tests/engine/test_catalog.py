@@ -47,6 +47,33 @@ def test_absent_columns_keep_existing_values(seeded):
     assert seeded.products()["A"]["price"] == 1  # the file had no price column
 
 
+def test_attributes_merge_key_by_key_and_compare_in_any_order(engine):
+    engine.run(engine.write("a.csv", "sku,name,brand,color\nA,Alpha,Acme,red\nB,Beta,Bolt,\n"))
+    assert engine.products()["A"]["attributes"] == {"brand": "Acme", "color": "red"}
+    assert engine.products()["B"]["attributes"] == {"brand": "Bolt"}  # blank cells dropped
+
+    # Same values, other column order; a subset; a blank cell: nothing changes.
+    same = "sku,name,color,brand\nA,Alpha,red,Acme\nB,Beta,,\n"
+    assert engine.run(engine.write("same.csv", same)).counts.unchanged == 2
+    subset = engine.run(engine.write("subset.csv", "sku,name,color\nA,Alpha,red\nB,Beta,\n"))
+    assert (subset.counts.unchanged, subset.catalogVersion) == (2, 1)
+
+    # The file's value wins for its keys; keys it does not bring stay; new keys are added.
+    result = engine.run(
+        engine.write("new.csv", "sku,name,color,size\nA,Alpha,blue,\nB,Beta,green,XL\nC,Gamma,,S\n")
+    )
+    counts = result.counts
+    assert (counts.created, counts.updated, counts.unchanged) == (1, 2, 0)
+    products = engine.products()
+    assert products["A"]["attributes"] == {"brand": "Acme", "color": "blue"}
+    assert products["B"]["attributes"] == {"brand": "Bolt", "color": "green", "size": "XL"}
+    assert products["C"]["attributes"] == {"size": "S"}
+
+    # A file with exactly the product's keys replaces the values (no merge needed).
+    engine.run(engine.write("full.csv", "sku,name,brand,color\nA,Alpha,Apex,teal\n"))
+    assert engine.products()["A"]["attributes"] == {"brand": "Apex", "color": "teal"}
+
+
 def test_product_id_is_stable_across_updates(seeded):
     before = seeded.products()["B"]["id"]
     seeded.run(seeded.write("u.csv", rows(("B", "Beta 2", "2"))))
