@@ -1,8 +1,9 @@
 """Where an engine import spends its time: every DuckDB statement, timed, with RSS.
 
 Runs one import in this process with the engine's DuckDB connection wrapped, and prints
-each statement's wall time, the process RSS after it and the peak so far, then the
-time spent outside DuckDB (Python: line scanning, error records, start-up).
+each statement's wall time, CPU time (all threads), the process RSS after it and the
+peak so far, then the time spent outside DuckDB (Python: line scanning, error records,
+start-up).
 
 Usage: python -m bench.profile SOURCE --store DIR [--catalog bench] [--memory-limit X]
 (the store is used as is: import base.csv into it first to profile a merge).
@@ -38,12 +39,14 @@ class _TimedConnection:
         self._log = log
 
     def execute(self, sql: str, *args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         try:
             return self._con.execute(sql, *args, **kwargs)
         finally:
             rss, peak = _rss_mb()
-            self._log.append((time.perf_counter() - started, rss, peak, sql))
+            self._log.append(
+                (time.perf_counter() - started, time.process_time() - cpu, rss, peak, sql)
+            )
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._con, name)
@@ -77,18 +80,20 @@ def main() -> None:
         threads=args.threads,
         error_policy=ErrorPolicy(maxErrors=None),
     )
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     result, code = runner.run_import(options)
-    total = time.perf_counter() - started
+    total, cpu_total = time.perf_counter() - started, time.process_time() - cpu_started
     in_duckdb = sum(entry[0] for entry in log)
+    cpu_in_duckdb = sum(entry[1] for entry in log)
     print(f"import: exit {code}, {result.message}", file=sys.stderr)
-    print(f"{'seconds':>8} {'rss MB':>8} {'peak MB':>8}  statement")
-    for seconds, rss, peak, sql in log:
+    print(f"{'seconds':>8} {'cpu s':>8} {'rss MB':>8} {'peak MB':>8}  statement")
+    for seconds, cpu, rss, peak, sql in log:
         text = re.sub(r"\s+", " ", sql).strip()
-        print(f"{seconds:8.3f} {rss:8.0f} {peak:8.0f}  {text[:150]}")
+        print(f"{seconds:8.3f} {cpu:8.3f} {rss:8.0f} {peak:8.0f}  {text[:150]}")
     print(
         f"\nimport {total:.2f} s: {in_duckdb:.2f} s in {len(log)} DuckDB statements, "
-        f"{total - in_duckdb:.2f} s elsewhere; imports before it "
+        f"{total - in_duckdb:.2f} s elsewhere; CPU {cpu_total:.2f} s, {cpu_in_duckdb:.2f} s in "
+        f"DuckDB statements; imports before it "
         f"{started - process_started:.2f} s; peak RSS {_rss_mb()[1]:.0f} MiB"
     )
 
