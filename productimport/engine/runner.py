@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import json
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -288,27 +290,35 @@ class ImportRun:
             build_row_errors(con, data.projection, self.options.mode, has_current)
             con.execute("DROP VIEW checked")
             con.execute("DROP TABLE checked_rows")
-            errors = self._error_records(con, source, malformed)
-            rejected_rows = con.execute("SELECT count(DISTINCT rn) FROM row_errors").fetchone()[0]  # type: ignore[index]
-            counts = ImportCounts(
-                rows=staged_rows + len(malformed), rejected=rejected_rows + len(malformed)
-            )
-            self._last_counts = counts
-            errors_ref = self._write_errors(con, workdir, errors)
-            self._check_policy(counts)
-            self.progress.stage("merging", rows=counts.rows)
-            target = workdir / "next.parquet"
-            merged = merge(
-                con,
-                data.projection,
-                self.options.mode,
-                self.options.import_id,
-                target,
-                SNAPSHOT_PARQUET,
-                self._incoming(con, data, attempt),
-            )
-            if _file_stamp(source.path) != stamp:
-                raise ParseError(f"{source.name} changed while it was being imported")
+            # The error records' line numbers come from a scan of the file in Python
+            # (seconds for a large file, on one core), which runs while DuckDB merges.
+            # The report is written whatever happens next, failures included.
+            error_records = self._start_error_records(con, source, malformed)
+            try:
+                (rejected_rows,) = con.execute(  # type: ignore[misc]
+                    "SELECT count(DISTINCT rn) FROM row_errors"
+                ).fetchone()
+                counts = ImportCounts(
+                    rows=staged_rows + len(malformed), rejected=rejected_rows + len(malformed)
+                )
+                self._last_counts = counts
+                self._check_policy(counts)
+                self.progress.stage("merging", rows=counts.rows)
+                target = workdir / "next.parquet"
+                merged = merge(
+                    con,
+                    data.projection,
+                    self.options.mode,
+                    self.options.import_id,
+                    target,
+                    SNAPSHOT_PARQUET,
+                    self._incoming(con, data, attempt),
+                )
+                if _file_stamp(source.path) != stamp:
+                    raise ParseError(f"{source.name} changed while it was being imported")
+            finally:
+                errors = error_records()
+                errors_ref = self._write_errors(workdir, errors)
             counts.created, counts.updated = merged.created, merged.updated
             counts.unchanged, counts.deleted = merged.unchanged, merged.deleted
             version = head.version if head else 0
@@ -400,10 +410,11 @@ class ImportRun:
             )
 
     # -- error records ---------------------------------------------------------------
-    def _error_records(
+    def _start_error_records(
         self, con: duckdb.DuckDBPyConnection, source: LocalSource, malformed: list[Malformed]
-    ) -> list[ErrorRecord]:
-        """All error records, sorted by line, with physical line numbers."""
+    ) -> Callable[[], list[ErrorRecord]]:
+        """Start finding the error records' physical lines in a thread; the returned
+        function waits for it and gives all error records, sorted by line."""
         rows = con.execute(
             "SELECT rn, column_name, code, message, value, ref_rn FROM row_errors ORDER BY rn, code"
         ).fetchall()
@@ -411,7 +422,23 @@ class ImportRun:
         valid_rows = {r[0] for r in rows} | {r[5] for r in rows if r[5] is not None}
         record_of = records_for_valid_rows(valid_rows, malformed_records)
         spans = {m.record: m.text.rstrip("\r\n").count("\n") + 1 for m in malformed}
-        line_of = self._lines(source, list(record_of.values()) + malformed_records, spans)
+        # DuckDB releases the GIL while it runs a statement, so the scan gets a core of
+        # its own whenever DuckDB leaves one.
+        scanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="line-scan")
+        lines = scanner.submit(
+            self._lines, source, list(record_of.values()) + malformed_records, spans
+        )
+        scanner.shutdown(wait=False)
+        return lambda: self._error_records(rows, malformed, record_of, lines.result())
+
+    def _error_records(
+        self,
+        rows: list[tuple],
+        malformed: list[Malformed],
+        record_of: dict[int, int],
+        line_of: Callable[[int], int],
+    ) -> list[ErrorRecord]:
+        """All error records, sorted by line, with physical line numbers."""
         records: list[tuple[int, ErrorRecord]] = []
         for m in malformed:
             line = line_of(m.record)
@@ -442,7 +469,9 @@ class ImportRun:
         records.sort(key=lambda item: item[0])
         return [record for _, record in records]
 
-    def _lines(self, source: LocalSource, records: list[int], spans: dict[int, int]):
+    def _lines(
+        self, source: LocalSource, records: list[int], spans: dict[int, int]
+    ) -> Callable[[int], int]:
         """record number -> physical line (JSON arrays: the element's position)."""
         if source.format is InputFormat.json or not records:
             return lambda record: record
@@ -459,9 +488,7 @@ class ImportRun:
         )
         return lambda record: starts.get(record - 1 + header, record + header)
 
-    def _write_errors(
-        self, con: duckdb.DuckDBPyConnection, workdir: Path, errors: list[ErrorRecord]
-    ) -> str:
+    def _write_errors(self, workdir: Path, errors: list[ErrorRecord]) -> str:
         csv_path, json_path = workdir / "errors.csv", workdir / "errors.json"
         with open(csv_path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
