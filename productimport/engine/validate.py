@@ -186,8 +186,10 @@ def build_row_errors(
             "'currency must be an ISO 4217 code such as EUR or USD, got ''' "
             "|| currency_raw || ''''",
             "currency_raw",
-            f"currency_raw IS NOT NULL AND currency NOT IN "
-            f"({', '.join(sql_string(c) for c in sorted(ISO_4217))})",
+            # A subquery, so DuckDB probes a hash table: a literal IN list was pushed
+            # into the scan as 180 comparisons per row (0.87 of 1.7 CPU-s for all rules).
+            f"currency_raw IS NOT NULL AND currency NOT IN (SELECT unnest(["
+            f"{', '.join(sql_string(c) for c in sorted(ISO_4217))}]))",
         ),
         _check(
             col("slug"),
@@ -230,6 +232,9 @@ def build_row_errors(
             "too_long",
             f"'each tag may have at most {MAX_TAG_LENGTH} characters'",
             "tags_raw",
+            # No tag is longer than the cell it came from: the lambda runs only on cells
+            # long enough to hold a tag that is too long.
+            f"strlen(tags_raw) > {MAX_TAG_LENGTH} AND "
             f"list_max(list_transform(tags, lambda t: length(t))) > {MAX_TAG_LENGTH}",
         ),
         # The first occurrence of a key wins; every later one is rejected and names it.

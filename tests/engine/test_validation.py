@@ -33,6 +33,7 @@ def errors_by_code(result):
             "tags",
             None,
         ),
+        ('X-1,N,s,live,physical,3,EUR,"short,' + "t" * 256 + '"', "too_long", "tags", None),
     ],
 )
 def test_rule_violation_is_an_error_record(engine, row, code, column, value):
@@ -48,6 +49,13 @@ def test_rule_violation_is_an_error_record(engine, row, code, column, value):
         assert error.value == value
     assert error.message  # a sentence, not just a code
     assert set(engine.products()) == {"OK-1"}
+
+
+def test_long_tags_are_measured_in_characters_not_bytes(engine):
+    # 255 two-byte characters: 510 bytes, the longest tag allowed.
+    row = "X-1,N,s,live,physical,3,EUR," + "é" * 255 + "\n"
+    result = engine.run(engine.write("p.csv", HEADER + GOOD + row), **LENIENT)
+    assert (result.counts.created, result.counts.rejected) == (2, 0)
 
 
 def test_malformed_rows_are_captured_with_their_physical_lines(engine):
