@@ -18,7 +18,7 @@ from minio import Minio
 from productimport.api.settings import ApiSettings
 from productimport.engine.catalog import Catalog
 from productimport.engine.objectstore import MinioObjectStore
-from productimport.models.product import Product
+from productimport.models.product import Product, attributes_dict
 
 _HIDDEN = ("content_hash",)
 
@@ -92,10 +92,7 @@ def _rows(cursor: Any) -> list[dict[str, Any]]:
     out = []
     for row in cursor.fetchall():
         record = {n: v for n, v in zip(names, row, strict=True) if n not in _HIDDEN}
-        if isinstance(record.get("attributes"), list):  # older DuckDB MAP rendering
-            record["attributes"] = {k: v for k, v in record["attributes"]}
-        if record.get("attributes") is None:
-            record["attributes"] = {}
+        record["attributes"] = attributes_dict(record.get("attributes"))
         if record.get("tags") is None:
             record["tags"] = []
         product = Product.model_validate({k: v for k, v in record.items() if k in known})

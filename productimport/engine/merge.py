@@ -50,9 +50,16 @@ def load_current(con: duckdb.DuckDBPyConnection, snapshot: Path | None) -> None:
     if snapshot is None:
         con.execute(f"CREATE TEMP VIEW cur AS {EMPTY_SNAPSHOT}")
     else:
-        con.execute(
-            f"CREATE TEMP VIEW cur AS SELECT * FROM read_parquet({sql_string(str(snapshot))})"
+        source = f"read_parquet({sql_string(str(snapshot))})"
+        kinds = dict(
+            con.execute(
+                f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {source})"
+            ).fetchall()
         )
+        # Snapshots written before attributes were stored as entries hold a MAP.
+        old_map = kinds.get("attributes", "").startswith("MAP")
+        columns = "* REPLACE (map_entries(attributes) AS attributes)" if old_map else "*"
+        con.execute(f"CREATE TEMP VIEW cur AS SELECT {columns} FROM {source}")
 
 
 def build_keyed(con: duckdb.DuckDBPyConnection, projection: Projection) -> None:
@@ -184,6 +191,19 @@ def accepted_by_key(con: duckdb.DuckDBPyConnection, projection: Projection) -> s
     """
 
 
+def _keys(entries: str) -> str:
+    return f"list_transform({entries}, lambda e: e.key)"
+
+
+def _merged_attributes() -> str:
+    """The product's attribute entries whose keys the file does not bring, then the
+    file's (a key-by-key merge, the file winning)."""
+    return (
+        "list_concat(list_filter(c_attributes, lambda kept: NOT list_contains("
+        f"{_keys('in_attributes')}, kept.key)), in_attributes)"
+    )
+
+
 @contextlib.contextmanager
 def forced_join_order(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """Joins in the order written, the right-hand side the build side.
@@ -234,19 +254,20 @@ def merge(
             merged_fields.append(f"i.{f} AS {f}")
         else:
             merged_fields.append(f"c.{f} AS {f}")
-    # The file's attributes arrive as entries (see presets.ATTRIBUTE_ENTRIES), the
-    # product's as a MAP. They are the same when the entries are the product's, in its
-    # order (the usual case: the same columns as last time); otherwise when merging them
-    # in (key by key, the file winning) leaves the product's entries as they were.
-    # Nested CASEs, so the costly test runs only on the rows the cheap one did not settle.
+    # Attributes are entries (models.product.ATTRIBUTE_ENTRIES) on both sides. The file's
+    # merge into the product's key by key, the file winning, so they leave it unchanged
+    # when they equal its entries (the usual case: the same columns as last time), when
+    # the file brings none, and otherwise only if merging changes nothing. Nested CASEs
+    # run the costly tests only on the rows the cheap ones did not settle.
     same = " AND ".join(
         [f"{digest} = c_digest"]
         + [f"{f} IS NOT DISTINCT FROM c_{f}" for f in sorted(DEFAULTED)]
         + [
-            "CASE WHEN map_entries(c_attributes) = in_attributes THEN true "
+            "CASE WHEN in_attributes = c_attributes THEN true "
             "WHEN len(in_attributes) = 0 THEN true "
-            "ELSE list_sort(map_entries(map_concat(c_attributes, "
-            "map_from_entries(in_attributes)))) = list_sort(map_entries(c_attributes)) END"
+            "WHEN c_attributes IS NULL OR len(c_attributes) = 0 THEN false "
+            f"WHEN {_keys('in_attributes')} = {_keys('c_attributes')} THEN false "
+            f"ELSE list_sort({_merged_attributes()}) = list_sort(c_attributes) END"
         ]
     )
     now = con.execute("SELECT now()::TIMESTAMP").fetchone()[0]  # type: ignore[index]
@@ -284,18 +305,12 @@ def merge(
             )
             SELECT {columns} FROM (
                 SELECT *,
-                       -- A MAP only where the product is new or changes (building one
-                       -- costs more than parsing the row), and one per row: map_concat
-                       -- only where the product has keys the file does not bring.
                        CASE WHEN change = 'unchanged' THEN c_attributes
-                            ELSE map_from_entries(
-                                CASE WHEN c_attributes IS NULL OR cardinality(c_attributes) = 0
-                                          OR map_keys(c_attributes)
-                                             = list_transform(in_attributes, lambda e: e.key)
-                                     THEN in_attributes
-                                     ELSE map_entries(map_concat(
-                                         c_attributes, map_from_entries(in_attributes)))
-                                END)
+                            WHEN c_attributes IS NULL OR len(c_attributes) = 0 THEN in_attributes
+                            WHEN len(in_attributes) = 0 THEN c_attributes
+                            WHEN {_keys("in_attributes")} = {_keys("c_attributes")}
+                                 THEN in_attributes
+                            ELSE {_merged_attributes()}
                        END AS attributes,
                        coalesce(c_id, gen_random_uuid()::VARCHAR) AS id,
                        coalesce(c_created, {stamp}) AS created_at,

@@ -11,6 +11,7 @@ import duckdb
 
 from productimport.engine.catalog import Catalog, Manifest
 from productimport.engine.parse import sql_string
+from productimport.models.product import attributes_dict
 
 # Snapshots are immutable, so a local copy keyed by the snapshot's full reference can be
 # reused for as long as it exists.
@@ -43,7 +44,7 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[d
     for row in cursor.fetchall():
         product = dict(zip(names, row, strict=True))
         product["price"] = float(product["price"]) if product["price"] is not None else None
-        product["attributes"] = dict(product["attributes"] or {})
+        product["attributes"] = attributes_dict(product["attributes"])
         product["tags"] = list(product["tags"] or [])
         products.append(product)
     return products

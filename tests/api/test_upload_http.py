@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import time
 
 import httpx
 from api_testdata import DATA
@@ -219,7 +220,15 @@ def test_every_log_line_of_a_request_carries_its_id(api, tenant, admin, caplog):
         files={"file": ("p.csv", PCM_CSV.read_bytes(), "text/csv")},
     )
     assert r.status_code == 202
-    mine = [rec for rec in caplog.records if getattr(rec, "request_id", None) == "log-check-1"]
-    messages = " | ".join(rec.getMessage() for rec in mine)
-    assert "stored" in messages  # the upload's own line
-    assert " 202 " in messages  # the access line
+
+    def messages() -> str:
+        mine = [rec for rec in caplog.records if getattr(rec, "request_id", None) == "log-check-1"]
+        return " | ".join(rec.getMessage() for rec in mine)
+
+    # The server logs the access line once the response is out, so it can land just
+    # after the client has the response.
+    deadline = time.monotonic() + 10
+    while " 202 " not in messages() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "stored" in messages()  # the upload's own line
+    assert " 202 " in messages()  # the access line

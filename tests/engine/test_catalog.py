@@ -6,6 +6,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+import duckdb
 import pytest
 
 from productimport.engine.errors import PreconditionFailed
@@ -72,6 +73,26 @@ def test_attributes_merge_key_by_key_and_compare_in_any_order(engine):
     # A file with exactly the product's keys replaces the values (no merge needed).
     engine.run(engine.write("full.csv", "sku,name,brand,color\nA,Alpha,Apex,teal\n"))
     assert engine.products()["A"]["attributes"] == {"brand": "Apex", "color": "teal"}
+
+
+def test_a_snapshot_written_with_a_map_of_attributes_still_reads_and_merges(engine):
+    # Snapshots written before attributes were stored as entries hold a MAP column.
+    engine.run(engine.write("a.csv", "sku,name,brand,color\nA,Alpha,Acme,red\nB,Beta,Bolt,\n"))
+    head, _ = engine.catalog().head()
+    snapshot = engine.store.root / engine.catalog().key(head.snapshot)
+    rewritten = snapshot.with_suffix(".map.parquet")
+    duckdb.execute(
+        f"COPY (SELECT * REPLACE (map_from_entries(attributes) AS attributes) "
+        f"FROM read_parquet('{snapshot}')) TO '{rewritten}' (FORMAT parquet)"
+    )
+    assert "MAP" in duckdb.execute(f"DESCRIBE SELECT * FROM '{rewritten}'").fetchall()[-4][1]
+    rewritten.replace(snapshot)
+    assert engine.products()["A"]["attributes"] == {"brand": "Acme", "color": "red"}
+
+    result = engine.run(engine.write("u.csv", "sku,name,color\nA,Alpha,blue\nB,Beta,\n"))
+    assert (result.counts.updated, result.counts.unchanged) == (1, 1)
+    assert engine.products()["A"]["attributes"] == {"brand": "Acme", "color": "blue"}
+    assert engine.products()["B"]["attributes"] == {"brand": "Bolt"}
 
 
 def test_product_id_is_stable_across_updates(seeded):
