@@ -3,11 +3,17 @@
 Each measured command is a direct child reaped with ``os.wait4``, whose rusage is that
 child's own (plus any grandchildren it reaped): ``getrusage(RUSAGE_CHILDREN)`` would
 instead report the maximum over every child this process ever had.
+
+Where `perf stat` can count instructions (Debian's linux-perf, on a machine that exposes
+the counter), the command runs under it and its instruction count is kept too: unlike
+seconds, it barely moves when other work shares the machine.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -22,6 +28,7 @@ class Measurement:
     returncode: int
     stdout: str
     stderr: str
+    instructions: int | None = None
 
     @property
     def peak_rss_mb(self) -> float:
@@ -36,12 +43,42 @@ class Measurement:
         return self
 
 
+@functools.cache
+def perf_counts_instructions() -> bool:
+    perf = shutil.which("perf")
+    if perf is None:
+        return False
+    probe = subprocess.run(
+        [perf, "stat", "-x", ",", "-e", "instructions", "true"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return probe.returncode == 0 and _instructions(probe.stderr) is not None
+
+
+def _instructions(report: str) -> int | None:
+    for line in report.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2].startswith("instructions") and fields[0].isdigit():
+            return int(fields[0])
+    return None
+
+
 def run(argv: list[str], env: dict[str, str] | None = None) -> Measurement:
     """Start argv, wait for it, and return what it cost. Output goes to temp files, not
     pipes, so a chatty child can never block on a full pipe while we wait for it."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile("r") as counts,
+    ):
+        command = list(argv)
+        if perf_counts_instructions():
+            command = ["perf", "stat", "-x", ",", "-e", "instructions", "-o", counts.name, "--"]
+            command += argv
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)  # already reaped: tell Popen
@@ -54,4 +91,5 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> Measurement:
             returncode=proc.returncode,
             stdout=out.read().decode("utf-8", "replace"),
             stderr=err.read().decode("utf-8", "replace"),
+            instructions=_instructions(counts.read()),
         )
