@@ -5,6 +5,7 @@ from __future__ import annotations
 import duckdb
 
 from productimport.engine.presets import text
+from productimport.engine.validate import tags_list
 
 
 def test_trim_removes_only_ascii_space_and_non_ascii_code_points():
@@ -36,3 +37,22 @@ def test_text_equals_nullif_trim_on_awkward_cells():
             f"SELECT {text('c')}, nullif(trim(c), '') FROM (SELECT ?::VARCHAR AS c)", [cell]
         ).fetchone()
         assert fast == plain, repr(cell)
+
+
+def test_tags_list_equals_split_trim_and_drop_empty_on_awkward_cells():
+    con = duckdb.connect()
+    plain = (
+        "list_filter(list_transform(string_split(c, ','), lambda t: trim(t)), lambda t: t <> '')"
+    )
+    cells = [
+        "a", "a,b", "a, b", " a", "a ", "a,,b", ",a", "a,", ",", "", "é,b", "a\u00a0,b",
+        "a\t,b", "a,\u3000b", "x" * 300, "a,b,c,d", "kitchen,handmade", "a-b,c_d,e.f",
+    ]  # fmt: skip
+    for cell in cells:
+        fast, expected = con.execute(
+            f"SELECT {tags_list('c')}, {plain} FROM (SELECT ?::VARCHAR AS c)", [cell]
+        ).fetchone()
+        assert fast == expected, repr(cell)
+    assert con.execute(f"SELECT {tags_list('c')} FROM (SELECT NULL::VARCHAR AS c)").fetchone() == (
+        [],
+    )
