@@ -18,9 +18,7 @@ from minio import Minio
 from productimport.api.settings import ApiSettings
 from productimport.engine.catalog import Catalog
 from productimport.engine.objectstore import MinioObjectStore
-from productimport.models.product import Product, attributes_dict
-
-_HIDDEN = ("content_hash",)
+from productimport.models.product import HIDDEN_COLUMNS, Product, attributes_dict
 
 
 @dataclass(frozen=True)
@@ -91,7 +89,7 @@ def _rows(cursor: Any) -> list[dict[str, Any]]:
     known = set(Product.model_fields)
     out = []
     for row in cursor.fetchall():
-        record = {n: v for n, v in zip(names, row, strict=True) if n not in _HIDDEN}
+        record = {n: v for n, v in zip(names, row, strict=True) if n not in HIDDEN_COLUMNS}
         record["attributes"] = attributes_dict(record.get("attributes"))
         if record.get("tags") is None:
             record["tags"] = []

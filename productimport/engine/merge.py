@@ -25,7 +25,7 @@ from productimport.engine.options import Mode
 from productimport.engine.parse import sql_string
 from productimport.engine.presets import Projection
 from productimport.engine.validate import CHECKED_FIELDS, RAW_OF, typed_sql
-from productimport.models.product import PRODUCT_FIELDS, SNAPSHOT_COLUMNS
+from productimport.models.product import CONTENT_FIELDS, PRODUCT_FIELDS, SNAPSHOT_COLUMNS
 
 EMPTY_SNAPSHOT = (
     "SELECT "
@@ -45,21 +45,44 @@ class MergeCounts:
     products: int
 
 
+# What a snapshot's content_digest column means, stored in the file's key-value metadata:
+# a digest is trusted only by the same hash over the same fields (DuckDB does not promise
+# hash() across versions); otherwise it is computed again from the fields.
+DIGEST_KEY = "productimport_content_digest"
+DIGEST_SPEC = f"hash({', '.join(CONTENT_FIELDS)}) duckdb {duckdb.__version__}"
+CONTENT_DIGEST = f"hash({', '.join(CONTENT_FIELDS)})"
+
+
 def load_current(con: duckdb.DuckDBPyConnection, snapshot: Path | None) -> None:
+    """View `cur`: the current products, with attributes as entries and a content_digest
+    that holds for this engine, whatever version of it wrote the snapshot."""
     con.execute("DROP VIEW IF EXISTS cur")
     if snapshot is None:
         con.execute(f"CREATE TEMP VIEW cur AS {EMPTY_SNAPSHOT}")
-    else:
-        source = f"read_parquet({sql_string(str(snapshot))})"
-        kinds = dict(
-            con.execute(
-                f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {source})"
-            ).fetchall()
-        )
-        # Snapshots written before attributes were stored as entries hold a MAP.
-        old_map = kinds.get("attributes", "").startswith("MAP")
-        columns = "* REPLACE (map_entries(attributes) AS attributes)" if old_map else "*"
-        con.execute(f"CREATE TEMP VIEW cur AS SELECT {columns} FROM {source}")
+        return
+    path = sql_string(str(snapshot))
+    source = f"read_parquet({path})"
+    kinds = dict(
+        con.execute(
+            f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {source})"
+        ).fetchall()
+    )
+    specs = con.execute(
+        f"SELECT decode(value) FROM parquet_kv_metadata({path}) WHERE decode(key) = ?",
+        [DIGEST_KEY],
+    ).fetchall()
+    replace = []
+    # Snapshots written before attributes were stored as entries hold a MAP.
+    if kinds.get("attributes", "").startswith("MAP"):
+        replace.append("map_entries(attributes) AS attributes")
+    columns = "*"
+    if "content_digest" not in kinds:
+        columns = f"*, {CONTENT_DIGEST} AS content_digest"
+    elif specs != [(DIGEST_SPEC,)]:
+        replace.append(f"{CONTENT_DIGEST} AS content_digest")
+    if replace:
+        columns = columns.replace("*", f"* REPLACE ({', '.join(replace)})", 1)
+    con.execute(f"CREATE TEMP VIEW cur AS SELECT {columns} FROM {source}")
 
 
 def build_keyed(con: duckdb.DuckDBPyConnection, projection: Projection) -> None:
@@ -237,15 +260,14 @@ def merge(
     """
     fields = [f for f in PRODUCT_FIELDS if f not in ("sku", "attributes")]
     present = {FIELD_OF_RAW.get(raw, raw) for raw in projection.present}
-    # The file's own fields are compared with the product's through one hash of them,
-    # so the hash table on the current snapshot holds a narrow row, not whole products
-    # (their descriptions above all): that table must fit the memory limit. A false
-    # "unchanged" needs a 64-bit collision, and would still write the file's values.
-    hashed = [f for f in fields if f in present and f not in DEFAULTED]
+    # A merged row is compared with its product through the digest of their content
+    # fields, the product's kept in the snapshot, so the hash table on the current
+    # snapshot holds a narrow row, not whole products (their descriptions above all):
+    # that table must fit the memory limit. A false "unchanged" needs a 64-bit
+    # collision, and would still write the file's values.
     kept_from_current = [f for f in fields if f not in present and f not in DEFAULTED]
     slim = ["sku", "id", "created_at", "updated_at", "import_id", "attributes"]
     slim += [*kept_from_current, *sorted(DEFAULTED)]
-    digest = f"hash({', '.join(hashed)})" if hashed else "0"
     merged_fields = []
     for f in fields:
         if f in DEFAULTED:
@@ -260,7 +282,7 @@ def merge(
     # the file brings none, and otherwise only if merging changes nothing. Nested CASEs
     # run the costly tests only on the rows the cheap ones did not settle.
     same = " AND ".join(
-        [f"{digest} = c_digest"]
+        ["content_digest = c_digest"]
         + [f"{f} IS NOT DISTINCT FROM c_{f}" for f in sorted(DEFAULTED)]
         + [
             "CASE WHEN in_attributes = c_attributes THEN true "
@@ -287,7 +309,7 @@ def merge(
         COPY (
             WITH incoming AS ({incoming_sql}),
             current_slim AS (
-                SELECT {", ".join(slim)}, {digest} AS digest FROM cur
+                SELECT {", ".join(slim)}, content_digest AS digest FROM cur
             ),
             joined AS (
                 SELECT i.sku, c.sku AS c_sku, c.id AS c_id, c.created_at AS c_created,
@@ -297,11 +319,12 @@ def merge(
                        {", ".join(merged_fields)}, i.attributes AS in_attributes
                 FROM incoming i LEFT JOIN current_slim c ON c.sku = i.sku
             ),
+            digested AS (SELECT *, {CONTENT_DIGEST} AS content_digest FROM joined),
             classified AS (
                 SELECT *, CASE WHEN c_sku IS NULL THEN 'created'
                                WHEN {same} THEN 'unchanged'
                                ELSE 'updated' END AS change
-                FROM joined
+                FROM digested
             )
             SELECT {columns} FROM (
                 SELECT *,
@@ -322,7 +345,9 @@ def merge(
             )
             UNION ALL
             SELECT {columns} FROM cur SEMI JOIN untouched u ON u.sku = cur.sku
-        ) TO {sql_string(str(target))} ({parquet_options})
+        ) TO {sql_string(str(target))} (
+            {parquet_options}, KV_METADATA {{{DIGEST_KEY}: {sql_string(DIGEST_SPEC)}}}
+        )
         """).fetchone()  # type: ignore[misc]
     # Only rows this run created or changed carry its import id with its timestamp
     # (an import id is applied once, and the timestamp is this run's own).

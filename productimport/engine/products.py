@@ -11,7 +11,7 @@ import duckdb
 
 from productimport.engine.catalog import Catalog, Manifest
 from productimport.engine.parse import sql_string
-from productimport.models.product import attributes_dict
+from productimport.models.product import HIDDEN_COLUMNS, attributes_dict
 
 # Snapshots are immutable, so a local copy keyed by the snapshot's full reference can be
 # reused for as long as it exists.
@@ -42,7 +42,11 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[d
     names = [d[0] for d in cursor.description]
     products = []
     for row in cursor.fetchall():
-        product = dict(zip(names, row, strict=True))
+        product = {
+            name: value
+            for name, value in zip(names, row, strict=True)
+            if name not in HIDDEN_COLUMNS
+        }
         product["price"] = float(product["price"]) if product["price"] is not None else None
         product["attributes"] = attributes_dict(product["attributes"])
         product["tags"] = list(product["tags"] or [])

@@ -51,14 +51,26 @@ PRODUCT_FIELDS: dict[str, str] = {
     "attributes": ATTRIBUTE_ENTRIES,
 }
 
-# Columns the catalog adds to each product: a stable id and bookkeeping.
+# The fields whose values a 64-bit digest stands for when an import compares a row with
+# the product it updates (status and commodity_type, which have defaults, and the
+# attributes, which merge key by key, are compared as they are).
+CONTENT_FIELDS = [
+    f for f in PRODUCT_FIELDS if f not in ("sku", "attributes", "status", "commodity_type")
+]
+
+# Columns the catalog adds to each product: a stable id and bookkeeping. content_digest
+# is the engine's own (never shown to readers, see HIDDEN_COLUMNS): the digest of the
+# product's CONTENT_FIELDS, kept so that the next import need not read and hash every
+# current product's description again.
 SNAPSHOT_COLUMNS: dict[str, str] = {
     "id": "VARCHAR",
     **PRODUCT_FIELDS,
     "created_at": "TIMESTAMP",
     "updated_at": "TIMESTAMP",
     "import_id": "VARCHAR",
+    "content_digest": "UBIGINT",
 }
+HIDDEN_COLUMNS = frozenset({"content_digest"})
 
 
 def attributes_dict(stored: Any) -> dict[str, str]:
