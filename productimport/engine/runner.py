@@ -59,6 +59,7 @@ from productimport.engine.validate import (
     RAW_OF,
     build_row_errors,
     checked_sql,
+    checked_view_sql,
     typed_sql,
 )
 from productimport.models.product import ErrorRecord, ImportCounts, ImportResult
@@ -235,11 +236,15 @@ class ImportRun:
             finally:
                 con.execute("SET preserve_insertion_order = false")
             con.execute(
-                "CREATE OR REPLACE TEMP VIEW checked AS SELECT rowid + 1 AS rn, * FROM checked_rows"
+                "CREATE OR REPLACE TEMP VIEW checked AS "
+                + checked_view_sql(projection, "SELECT rowid + 1 AS rn, * FROM checked_rows")
             )
             return
         con.execute(f"CREATE OR REPLACE TEMP TABLE checked_rows AS {checked_sql(projection)}")
-        con.execute("CREATE OR REPLACE TEMP VIEW checked AS FROM checked_rows")
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW checked AS "
+            + checked_view_sql(projection, "FROM checked_rows")
+        )
 
     def _first_pass(self, con: duckdb.DuckDBPyConnection, data: _Input) -> int:
         """View `checked`: the narrow typed fields the rules read, one row per record."""

@@ -48,9 +48,10 @@ RAW_OF = {
 }
 
 
-# The typed fields the row rules read: the first pass keeps only these (plus `rn` and a
-# `missing_*` flag per other required field), so descriptions, attributes and the like
-# are parsed but never held in memory.
+# The fields the row rules read (view `checked`): the first pass keeps only their text
+# (plus `rn` and a `missing_*` flag per other required field), so descriptions,
+# attributes and the like are parsed but never held in memory; the typed ones (those in
+# RAW_OF) are computed from their text where a rule reads them.
 CHECKED_FIELDS = [
     "sku",
     "name",
@@ -78,7 +79,15 @@ def checked_sql(projection: Projection) -> str:
         for raw in (RAW_OF.get(field, field) for field in projection.required)
         if raw not in CHECKED_FIELDS
     ]
-    return f"SELECT {', '.join(['rn', *CHECKED_FIELDS, *flags])} FROM typed"
+    text_fields = [f for f in CHECKED_FIELDS if f not in RAW_OF]
+    return f"SELECT {', '.join(['rn', *text_fields, *flags])} FROM staged"
+
+
+def checked_view_sql(projection: Projection, rows: str) -> str:
+    """View `checked` over the first pass's table: its typed fields are computed where a
+    rule reads them, not stored (storing them cost more than typing again the few
+    columns each rule reads)."""
+    return typed_sql(projection, f"({rows})")
 
 
 def tags_list(cell: str) -> str:
