@@ -151,7 +151,8 @@ def _attributes_sql(cols: Columns, ignored: set[int], table: str = "") -> str:
     """The row's attribute entries: every column no field takes, blank cells left out,
     keys unique (a repeated header gets a numbered key)."""
     prefix = f"{table}." if table else ""
-    entries = []
+    entries: list[str] = []
+    values: list[str] = []
     seen: dict[str, int] = {}
     for i, header in enumerate(cols.headers):
         if i in cols.used or i in ignored or not header.strip():
@@ -161,13 +162,18 @@ def _attributes_sql(cols: Columns, ignored: set[int], table: str = "") -> str:
         if seen[key] > 1:  # duplicate headers keep every value, under distinct keys
             key = f"{key} ({seen[key]})"
         entries.append(f"{{'key': {sql_string(key)}, 'value': {prefix}c{i}}}")
+        values.append(f"{prefix}c{i}")
     if not entries:
         return f"[]::{ATTRIBUTE_ENTRIES}"
-    # Blank means trim() leaves nothing; a value starting with a visible ASCII character
-    # is not blank, so trim() runs only on the rest.
+    # Blank means trim() leaves nothing. A value starting with a visible ASCII character
+    # is not blank: when every value does (most rows), the list is kept as it is and the
+    # lambda, 2.6 G instructions per million rows of three attributes, is skipped.
+    visible = " AND ".join(f"({v} >= '!' AND {v} < '\u007f')" for v in values)
+    listed = f"[{', '.join(entries)}]"
     return (
-        f"list_filter([{', '.join(entries)}], lambda e: e.value IS NOT NULL AND "
-        "((e.value >= '!' AND e.value < '\u007f') OR trim(e.value) <> ''))"
+        f"CASE WHEN {visible} THEN {listed} ELSE list_filter({listed}, lambda e: "
+        "e.value IS NOT NULL AND ((e.value >= '!' AND e.value < '\u007f') "
+        "OR trim(e.value) <> '')) END"
     )
 
 

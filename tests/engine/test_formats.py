@@ -60,6 +60,20 @@ def test_unmapped_columns_are_kept_in_attributes(engine):
     assert engine.products()["A"]["attributes"] == {"Brand": "Acme"}
 
 
+def test_blank_attribute_cells_are_left_out_and_the_rest_kept_as_written(engine):
+    content = (
+        "sku,name,Brand,Colour,Size\n"
+        "A,Alpha,Acme,red,XL\n"  # every cell plainly non-blank
+        "B,Beta,  , blue,\u3000\n"  # spaces only, a leading space, a wide space only
+        "C,Gamma,\u00e9t\u00e9,~,!\n"  # non-ASCII first, then the edges of visible ASCII
+    )
+    engine.run(engine.write("p.csv", content))
+    products = engine.products()
+    assert products["A"]["attributes"] == {"Brand": "Acme", "Colour": "red", "Size": "XL"}
+    assert products["B"]["attributes"] == {"Colour": " blue"}
+    assert products["C"]["attributes"] == {"Brand": "\u00e9t\u00e9", "Colour": "~", "Size": "!"}
+
+
 def test_explicit_mapping_overrides_the_preset(engine):
     path = engine.write("p.csv", "code,title,Internal note\nA,Alpha,secret\n")
     engine.run(path, mapping={"code": "sku", "title": "name", "Internal note": "ignore"})
