@@ -25,15 +25,18 @@ from productimport.engine.options import Mode
 from productimport.engine.parse import sql_string
 from productimport.engine.presets import Projection
 from productimport.engine.validate import CHECKED_FIELDS, RAW_OF, typed_sql
-from productimport.models.product import CONTENT_FIELDS, PRODUCT_FIELDS, SNAPSHOT_COLUMNS
+from productimport.models.product import (
+    CONTENT_FIELDS,
+    DEFAULTED_FIELDS,
+    PRODUCT_FIELDS,
+    SNAPSHOT_COLUMNS,
+)
 
 EMPTY_SNAPSHOT = (
     "SELECT "
     + ", ".join(f"NULL::{kind} AS {name}" for name, kind in SNAPSHOT_COLUMNS.items())
     + " WHERE false"
 )
-
-DEFAULTED = {"status", "commodity_type"}
 
 
 @dataclass
@@ -48,9 +51,9 @@ class MergeCounts:
 # What a snapshot's content_digest column means, stored in the file's key-value metadata:
 # a digest is trusted only by the same hash over the same fields (DuckDB does not promise
 # hash() across versions); otherwise it is computed again from the fields.
-DIGEST_KEY = "productimport_content_digest"
-DIGEST_SPEC = f"hash({', '.join(CONTENT_FIELDS)}) duckdb {duckdb.__version__}"
 CONTENT_DIGEST = f"hash({', '.join(CONTENT_FIELDS)})"
+DIGEST_KEY = "productimport_content_digest"
+DIGEST_SPEC = f"{CONTENT_DIGEST} duckdb {duckdb.__version__}"
 
 
 def load_current(con: duckdb.DuckDBPyConnection, snapshot: Path | None) -> None:
@@ -265,12 +268,12 @@ def merge(
     # snapshot holds a narrow row, not whole products (their descriptions above all):
     # that table must fit the memory limit. A false "unchanged" needs a 64-bit
     # collision, and would still write the file's values.
-    kept_from_current = [f for f in fields if f not in present and f not in DEFAULTED]
+    kept_from_current = [f for f in CONTENT_FIELDS if f not in present]
     slim = ["sku", "id", "created_at", "updated_at", "import_id", "attributes"]
-    slim += [*kept_from_current, *sorted(DEFAULTED)]
+    slim += [*kept_from_current, *sorted(DEFAULTED_FIELDS)]
     merged_fields = []
     for f in fields:
-        if f in DEFAULTED:
+        if f in DEFAULTED_FIELDS:
             merged_fields.append(f"coalesce(i.{f}, c.{f}) AS {f}")
         elif f in present:
             merged_fields.append(f"i.{f} AS {f}")
@@ -283,7 +286,7 @@ def merge(
     # run the costly tests only on the rows the cheap ones did not settle.
     same = " AND ".join(
         ["content_digest = c_digest"]
-        + [f"{f} IS NOT DISTINCT FROM c_{f}" for f in sorted(DEFAULTED)]
+        + [f"{f} IS NOT DISTINCT FROM c_{f}" for f in sorted(DEFAULTED_FIELDS)]
         + [
             "CASE WHEN in_attributes = c_attributes THEN true "
             "WHEN len(in_attributes) = 0 THEN true "
@@ -315,7 +318,7 @@ def merge(
                 SELECT i.sku, c.sku AS c_sku, c.id AS c_id, c.created_at AS c_created,
                        c.updated_at AS c_updated, c.import_id AS c_import,
                        c.digest AS c_digest, c.attributes AS c_attributes,
-                       {", ".join(f"c.{f} AS c_{f}" for f in sorted(DEFAULTED))},
+                       {", ".join(f"c.{f} AS c_{f}" for f in sorted(DEFAULTED_FIELDS))},
                        {", ".join(merged_fields)}, i.attributes AS in_attributes
                 FROM incoming i LEFT JOIN current_slim c ON c.sku = i.sku
             ),

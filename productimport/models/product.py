@@ -51,11 +51,15 @@ PRODUCT_FIELDS: dict[str, str] = {
     "attributes": ATTRIBUTE_ENTRIES,
 }
 
+# Fields that cannot be empty: a row that leaves one blank keeps the product's value or
+# takes the preset's default.
+DEFAULTED_FIELDS = frozenset({"status", "commodity_type"})
+
 # The fields whose values a 64-bit digest stands for when an import compares a row with
-# the product it updates (status and commodity_type, which have defaults, and the
-# attributes, which merge key by key, are compared as they are).
+# the product it updates (the defaulted ones, and the attributes, which merge key by key,
+# are compared as they are).
 CONTENT_FIELDS = [
-    f for f in PRODUCT_FIELDS if f not in ("sku", "attributes", "status", "commodity_type")
+    f for f in PRODUCT_FIELDS if f not in ("sku", "attributes") and f not in DEFAULTED_FIELDS
 ]
 
 # Columns the catalog adds to each product: a stable id and bookkeeping. content_digest

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -75,23 +76,31 @@ def test_attributes_merge_key_by_key_and_compare_in_any_order(engine):
     assert engine.products()["A"]["attributes"] == {"brand": "Apex", "color": "teal"}
 
 
+def rewrite_current_snapshot(engine, select: str, options: str) -> Path:
+    """Rewrite the catalog's current snapshot in place as `SELECT {select}` of itself,
+    written with COPY `options`: a snapshot as an older engine would have left it."""
+    head, _ = engine.catalog().head()
+    snapshot = engine.store.root / engine.catalog().key(head.snapshot)
+    rewritten = snapshot.with_suffix(".rewritten.parquet")
+    duckdb.execute(
+        f"COPY (SELECT {select} FROM read_parquet('{snapshot}')) TO '{rewritten}' ({options})"
+    )
+    rewritten.replace(snapshot)
+    return snapshot
+
+
 def test_a_snapshot_written_with_a_map_of_attributes_still_reads_and_merges(engine):
     # Snapshots written before attributes were stored as entries hold a MAP column.
     engine.run(engine.write("a.csv", "sku,name,brand,color\nA,Alpha,Acme,red\nB,Beta,Bolt,\n"))
-    head, _ = engine.catalog().head()
-    snapshot = engine.store.root / engine.catalog().key(head.snapshot)
-    rewritten = snapshot.with_suffix(".map.parquet")
-    duckdb.execute(
-        f"COPY (SELECT * REPLACE (map_from_entries(attributes) AS attributes) "
-        f"FROM read_parquet('{snapshot}')) TO '{rewritten}' (FORMAT parquet)"
+    snapshot = rewrite_current_snapshot(
+        engine, "* REPLACE (map_from_entries(attributes) AS attributes)", "FORMAT parquet"
     )
     kinds = dict(
         duckdb.execute(
-            f"SELECT column_name, column_type FROM (DESCRIBE FROM '{rewritten}')"
+            f"SELECT column_name, column_type FROM (DESCRIBE FROM '{snapshot}')"
         ).fetchall()
     )
     assert kinds["attributes"].startswith("MAP")
-    rewritten.replace(snapshot)
     assert engine.products()["A"]["attributes"] == {"brand": "Acme", "color": "red"}
 
     result = engine.run(engine.write("u.csv", "sku,name,color\nA,Alpha,blue\nB,Beta,\n"))
@@ -112,14 +121,11 @@ def test_a_snapshot_written_with_a_map_of_attributes_still_reads_and_merges(engi
 def test_content_digests_are_trusted_only_from_the_same_hash(engine, rewrite):
     first = "sku,name,description\nA,Alpha,first\nB,Beta,second\n"
     engine.run(engine.write("a.csv", first))
-    head, _ = engine.catalog().head()
-    snapshot = engine.store.root / engine.catalog().key(head.snapshot)
-    rewritten = snapshot.with_suffix(".old.parquet")
-    duckdb.execute(
-        f"COPY (SELECT {rewrite} FROM read_parquet('{snapshot}')) TO '{rewritten}' "
-        "(FORMAT parquet, KV_METADATA {productimport_content_digest: 'hash(name) duckdb 0.1'})"
+    rewrite_current_snapshot(
+        engine,
+        rewrite,
+        "FORMAT parquet, KV_METADATA {productimport_content_digest: 'hash(name) duckdb 0.1'}",
     )
-    rewritten.replace(snapshot)
 
     same = engine.run(engine.write("same.csv", first))
     assert (same.counts.unchanged, same.counts.updated) == (2, 0)
