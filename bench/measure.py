@@ -44,17 +44,18 @@ class Measurement:
 
 
 @functools.cache
-def perf_counts_instructions() -> bool:
+def instruction_counter() -> str | None:
+    """The perf binary, if it can count this machine's instructions."""
     perf = shutil.which("perf")
     if perf is None:
-        return False
+        return None
     probe = subprocess.run(
         [perf, "stat", "-x", ",", "-e", "instructions", "true"],
         capture_output=True,
         text=True,
         check=False,
     )
-    return probe.returncode == 0 and _instructions(probe.stderr) is not None
+    return perf if probe.returncode == 0 and _instructions(probe.stderr) is not None else None
 
 
 def _instructions(report: str) -> int | None:
@@ -74,8 +75,9 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> Measurement:
         tempfile.NamedTemporaryFile("r") as counts,
     ):
         command = list(argv)
-        if perf_counts_instructions():
-            command = ["perf", "stat", "-x", ",", "-e", "instructions", "-o", counts.name, "--"]
+        perf = instruction_counter()
+        if perf is not None:
+            command = [perf, "stat", "-x", ",", "-e", "instructions", "-o", counts.name, "--"]
             command += argv
         started = time.perf_counter()
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
