@@ -351,9 +351,27 @@ class DevEnv:
         for crd in crds:
             args += ["-f", str(crd)]
         self.kubectl(*args)
-        self.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s", *[f"-f={c}" for c in crds]
-        )
+        self._wait_established(crds)
+
+    def _wait_established(self, crds: list[Path], timeout: float = 60.0) -> None:
+        """Wait until the API server serves every CRD.
+
+        Not `kubectl wait --for=condition=Established`: when it looks before the apiserver
+        has written the CRD's first status, it fails at once (".status.conditions accessor
+        error: <nil> is of the type <nil>") instead of waiting, which broke a CI run.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            listing = json.loads(
+                self.kubectl("get", "-o", "json", *[f"-f={c}" for c in crds]).stdout
+            )
+            items = listing.get("items", [listing])
+            waiting = [i["metadata"]["name"] for i in items if not _established(i)]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise DevEnvError(f"CRDs not Established after {timeout:.0f}s: {waiting}")
+            time.sleep(0.2)
 
     def write_env(self, env: Mapping[str, str]) -> None:
         lines = ["# Written by `make dev-up` (python -m devenv up). Source it: . .dev/env"]
@@ -375,6 +393,11 @@ class DevEnv:
 
     def status(self) -> dict[str, int | None]:
         return {p.stem: self.sup.pid(p.stem) for p in sorted(self.layout.pids.glob("*.pid"))}
+
+
+def _established(crd: Mapping) -> bool:
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
 
 def _shell_quote(value: str) -> str:

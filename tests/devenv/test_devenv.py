@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from devenv.controlplane import DevEnv
+from devenv.controlplane import DevEnv, _established
 from devenv.layout import Layout, Ports
 from productimport.engine.errors import PreconditionFailed
 from productimport.engine.objectstore import MinioObjectStore
@@ -68,3 +68,21 @@ def test_a_second_environment_starts_and_stops_leaving_no_process(cluster, tmp_p
     )
     assert _processes_mentioning(str(tmp_path)) == []
     assert not (tmp_path / "dev" / "env").exists()
+
+
+@pytest.mark.parametrize(
+    ("status", "established"),
+    [
+        (None, False),  # just created: the apiserver has not written a status yet
+        ({}, False),
+        ({"conditions": None}, False),
+        ({"conditions": [{"type": "NamesAccepted", "status": "True"}]}, False),
+        ({"conditions": [{"type": "Established", "status": "False"}]}, False),
+        ({"conditions": [{"type": "Established", "status": "True"}]}, True),
+    ],
+)
+def test_a_crd_counts_as_served_only_once_established(status, established):
+    crd = {"metadata": {"name": "productimports.example.com"}}
+    if status is not None:
+        crd["status"] = status
+    assert _established(crd) is established
