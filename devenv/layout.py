@@ -12,7 +12,9 @@ REPO = Path(__file__).resolve().parent.parent
 @dataclass(frozen=True)
 class Ports:
     # Away from the usual defaults (2379, 6443, 9000, …) so a developer's own servers
-    # on this machine do not collide with the dev environment.
+    # on this machine do not collide with the dev environment, and below the kernel's
+    # ephemeral range (32768-60999 on Linux), where any outgoing connection may hold a
+    # port for a while.
     etcd: int = 23790
     etcd_peer: int = 23800
     apiserver: int = 16443

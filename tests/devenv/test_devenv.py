@@ -51,15 +51,36 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
+# A second environment's ports, beside the session's (Ports()).
+SECOND_PORTS = Ports(
+    etcd=24790, etcd_peer=24800, apiserver=17443, controller_manager=21257,
+    minio=29000, minio_console=29001, api=28080, operator_health=28081,
+)  # fmt: skip
+
+
+def _ephemeral_range() -> range:
+    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return range(int(low), int(high) + 1)
+
+
+@pytest.mark.parametrize("ports", [Ports(), SECOND_PORTS], ids=["default", "second"])
+def test_listen_ports_lie_outside_the_ephemeral_range(ports):
+    # The kernel gives any outgoing connection a local port from this range, so a server
+    # told to listen inside it fails now and then with "address already in use" (etcd's
+    # peer port 33800 did, in a CI run).
+    taken = {name: port for name, port in vars(ports).items() if port in _ephemeral_range()}
+    assert taken == {}
+    assert len(set(vars(ports).values())) == len(vars(ports))
+
+
 def test_a_second_environment_starts_and_stops_leaving_no_process(cluster, tmp_path):
     # Its own directory and ports, beside the session's environment.
-    ports = Ports(etcd=33790, etcd_peer=33800, apiserver=36443, controller_manager=30257,
-                  minio=39000, minio_console=39001, api=38080, operator_health=38081)  # fmt: skip
-    env = DevEnv(Layout(tmp_path / "dev", ports))
+    assert not set(vars(SECOND_PORTS).values()) & set(vars(Ports()).values())
+    env = DevEnv(Layout(tmp_path / "dev", SECOND_PORTS))
     try:
         values = env.up(with_services=False)
         assert env.kubectl("get", "--raw", "/readyz").stdout == "ok"
-        assert values["MINIO_ENDPOINT"] == "127.0.0.1:39000"
+        assert values["MINIO_ENDPOINT"] == f"127.0.0.1:{SECOND_PORTS.minio}"
         assert _processes_mentioning(str(tmp_path))
     finally:
         stopped = env.down()
