@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds (once) and caches the dev environment's binaries: etcd, kube-apiserver,
-# kube-controller-manager, kubectl, minio and helm, all from their Go modules.
+# kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl, crictl, minio
+# and helm, all from their Go modules.
 #
 # Idempotent: the binaries land in $PRODUCTIMPORT_CACHE/bin/<hash of the pins>, outside
 # the clone, and a second run with the same pins only prints that directory. Go's own
@@ -13,7 +14,8 @@ source "$here/versions.env"
 cache="${PRODUCTIMPORT_CACHE:-$HOME/.cache/productimport}"
 pins=$(cat "$here/versions.env" "$here/go/go.mod" "$here/go/go.sum" "$0" | sha256sum | cut -c1-16)
 bin="$cache/bin/$pins"
-want=(etcd kube-apiserver kube-controller-manager kubectl minio helm)
+want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl crictl
+  minio helm)
 
 have_all() { for b in "${want[@]}"; do [[ -x "$bin/$b" ]] || return 1; done; }
 if have_all; then echo "$bin"; exit 0; fi
@@ -37,11 +39,19 @@ build_k8s() {
 build_k8s etcd "$ETCD_MODULE"
 build_k8s kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
 build_k8s kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
+build_k8s kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
+build_k8s kubelet k8s.io/kubernetes/cmd/kubelet
+build_k8s kube-proxy k8s.io/kubernetes/cmd/kube-proxy
 build_k8s kubectl k8s.io/kubernetes/cmd/kubectl
 
 if [[ ! -x "$bin.partial/minio" ]]; then
   log "building minio $MINIO_VERSION (first time only)"
   GOBIN="$bin.partial" go install -ldflags "-s -w" "github.com/minio/minio@$MINIO_VERSION" >&2
+fi
+if [[ ! -x "$bin.partial/crictl" ]]; then
+  log "building crictl $CRI_TOOLS_VERSION (first time only)"
+  GOBIN="$bin.partial" go install -ldflags "-s -w" \
+    "sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS_VERSION" >&2
 fi
 if [[ ! -x "$bin.partial/helm" ]]; then
   log "building helm $HELM_VERSION (first time only)"

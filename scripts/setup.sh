@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Creates (or refreshes) the project's virtualenv in .venv: the product exactly as the
+# Installs the Debian packages the dev cluster needs, then creates (or refreshes) the
+# project's virtualenv in .venv: the product exactly as the
 # image installs it (requirements.lock, then the project; see Dockerfile), then the
 # development tools (requirements-dev.lock, compiled against the same pins).
 # Idempotent: a second run with an unchanged lock does nothing. pip's wheel cache lives
 # outside the clone (~/.cache/pip, or $PIP_CACHE_DIR), so a fresh clone installs fast.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The node's and the image build's Debian packages (containerd, runc, CNI, buildah,
+# mmdebstrap): a dpkg query when they are there, apt-get when one is missing.
+devenv/debian-packages.sh
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 stamp="$VENV/.productimport-lock.sha256"
