@@ -9,8 +9,10 @@
 #
 # The Helm chart does not rely on the entrypoint: each Deployment names its console
 # script as `command` (productimport-api, productimport-operator) and the operator gives
-# the loader Job `productimport` (PRODUCTIMPORT_OPERATOR_LOADER_COMMAND), so the same
-# manifests also run on the dev cluster's process node, which has no images.
+# the loader Job `productimport` (PRODUCTIMPORT_OPERATOR_LOADER_COMMAND).
+#
+# Built here without a registry by devenv/images.py (`make image`): buildah, with
+# PYTHON_IMAGE set to a Debian base made by mmdebstrap; the dev cluster's node runs it.
 #
 # Lint: hadolint (tests/chart/test_dockerfile.py runs it and fails on any finding).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -34,7 +36,17 @@ COPY pyproject.toml README.md ./
 COPY productimport/ productimport/
 COPY api/ api/
 COPY operator/ operator/
-RUN pip install --disable-pip-version-check --no-cache-dir --no-deps .
+# Then trim the virtualenv, which the runtime stage copies whole, to what the roles run:
+# pip and setuptools only built it; kubernetes.aio, the client's asyncio twin (41 MB of
+# source), is imported by neither the product nor kopf; and bytecode is kept only for
+# the modules the three roles import when they start, written by importing them here
+# (pip compiled every module: 89 MB, mostly client classes the roles never load). That
+# import also fails the build if a role imports at start what was removed.
+RUN pip install --disable-pip-version-check --no-cache-dir --no-deps . \
+ && pip uninstall --disable-pip-version-check --yes pip setuptools \
+ && rm -rf /opt/venv/lib/python3*/site-packages/kubernetes/aio \
+ && find /opt/venv -name __pycache__ -prune -exec rm -rf {} + \
+ && python -c 'import productimport.cli, productimport.api.main, productimport.operator.main'
 
 # --- runtime: the interpreter and the virtualenv, nothing else --------------------------
 FROM ${PYTHON_IMAGE}

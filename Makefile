@@ -4,14 +4,15 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup test lint demo bench bench-upload bench-operator bench-10m lock dev-up dev-down
+.PHONY: help setup test lint demo bench bench-upload bench-operator bench-10m lock dev-up dev-down image
 
 help:
 	@echo "make demo     set up and run a demo import end to end"
 	@echo "make test     set up and run the whole test suite"
 	@echo "make bench    run the benchmarks (bench/)"
-	@echo "make dev-up   start the local control plane + MinIO (.dev/env)"
-	@echo "make dev-down stop everything dev-up started"
+	@echo "make dev-up   start the local cluster (a real node), MinIO, operator, API (.dev/env)"
+	@echo "make dev-down stop everything dev-up started, leaving the machine as it was"
+	@echo "make image    build the container images locally (base, pause, product; buildah)"
 
 setup:
 	@scripts/setup.sh
@@ -44,6 +45,12 @@ dev-up: setup
 
 dev-down:
 	@if [[ -x $(PY) ]]; then $(PY) -m devenv down; fi
+
+# The images the dev node runs, built here with buildah (no registry is reachable): the
+# base from Debian packages (cached in ~/.cache/productimport/images), the pause image,
+# and the product image from the Dockerfile, tagged as the chart names it.
+image: setup
+	$(PY) -m devenv.images build
 
 # The optional large run: 10M rows (~5.5 GB per file) under DuckDB's memory limit (1GB).
 bench-10m: setup

@@ -1,0 +1,3 @@
+module productimport.dev/devenv/pause
+
+go 1.25
