@@ -1,8 +1,10 @@
-"""Bring the local control plane and MinIO up (idempotently) and down again.
+"""Bring the local cluster and MinIO up (idempotently) and down again.
 
-Every component is the real program: etcd, kube-apiserver and kube-controller-manager
-built from their Go modules, MinIO, plus the process node (devenv/processnode.py), the
-one stand-in, for the kubelet only. All of them listen on 127.0.0.1.
+Every component is the real program: etcd, kube-apiserver, kube-controller-manager and
+kube-scheduler built from their Go modules, MinIO, and a real node (devenv/node.py: the
+kubelet and kube-proxy over containerd) whose Pods run the image built from this
+checkout (devenv/images.py). Whatever Pods talk to listens on the dev bridge's address
+(Layout.network); the rest on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -12,23 +14,24 @@ import os
 import secrets
 import ssl
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
-
+from devenv import node
 from devenv import pki as pki_mod
+from devenv.component import Component, DevEnvError, http_ok, unverified_tls, write_kubeconfig
 from devenv.layout import REPO, Layout
 from devenv.supervisor import Supervisor
 
+__all__ = ["DevEnv", "DevEnvError"]
+
 # The controllers this product relies on, and the ones they need in turn (serviceaccount
 # creates the namespace's default ServiceAccount that Pods run as; root-ca-cert-publisher
-# and clusterrole-aggregation keep the defaults a real cluster has).
+# and clusterrole-aggregation keep the defaults a real cluster has; node-lifecycle takes
+# the kubelet's initial not-ready taint off a Ready node; the endpoint controllers feed
+# kube-proxy). No taint-eviction controller: a node that was stopped for a while (between
+# two `make dev-up`s) keeps its Pods.
 CONTROLLERS = (
     "job-controller",
     "garbage-collector-controller",
@@ -41,21 +44,17 @@ CONTROLLERS = (
     "root-ca-certificate-publisher-controller",
     "clusterrole-aggregation-controller",
     "pod-garbage-collector-controller",
+    "node-lifecycle-controller",
+    "endpoints-controller",
+    "endpointslice-controller",
 )
 READY_TIMEOUT = 180.0
-NODE_NAME = "processnode"
-
-
-class DevEnvError(RuntimeError):
-    """A component could not be obtained or started; the message says which and why."""
-
-
-@dataclass
-class Component:
-    name: str
-    argv: list[str]
-    ready: Callable[[], bool]
-    env: Mapping[str, str] = field(default_factory=dict)
+NODE_NAME = node.NODE_NAME
+# Stopped newest first; anything else with a PID file (a test's extra process) before.
+STOP_ORDER = (
+    "api", "operator", "kube-proxy", "kubelet", "containerd", "minio",
+    "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd",
+)  # fmt: skip
 
 
 def obtain_binaries() -> Path:
@@ -71,37 +70,6 @@ def obtain_binaries() -> Path:
     return Path(done.stdout.strip().splitlines()[-1])
 
 
-def _kubeconfig(path: Path, layout: Layout, pki: pki_mod.Pki, user: str) -> None:
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "productimport-dev",
-                "cluster": {
-                    "server": layout.apiserver_url,
-                    "certificate-authority": str(pki.ca_cert),
-                },
-            }
-        ],
-        "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate": str(pki.cert(user)),
-                    "client-key": str(pki.key(user)),
-                },
-            }
-        ],
-        "contexts": [
-            {"name": "productimport-dev", "context": {"cluster": "productimport-dev", "user": user}}
-        ],
-        "current-context": "productimport-dev",
-    }
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    path.chmod(0o600)
-
-
 def _minio_credentials(layout: Layout) -> dict[str, str]:
     """Generated once per dev directory, so no well-known password guards even a loopback
     server."""
@@ -111,14 +79,6 @@ def _minio_credentials(layout: Layout) -> dict[str, str]:
         path.write_text(json.dumps(creds))
         path.chmod(0o600)
     return json.loads(path.read_text())
-
-
-def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2, context=context) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def _admin_ssl(pki: pki_mod.Pki) -> ssl.SSLContext:
@@ -131,18 +91,21 @@ class DevEnv:
     def __init__(self, layout: Layout | None = None) -> None:
         self.layout = layout or Layout.default()
         self.sup = Supervisor(self.layout)
+        self._product_image: str | None = None
 
     # -- the pieces ---------------------------------------------------------------------
 
     def _control_plane(self, bin_dir: Path, pki: pki_mod.Pki) -> list[Component]:
         L, p = self.layout, self.layout.ports
+        host_ip = L.network.host_ip
         etcd_url = f"http://127.0.0.1:{p.etcd}"
-        cm_kubeconfig = L.root / "controller-manager.kubeconfig"
-        _kubeconfig(cm_kubeconfig, L, pki, "controller-manager")
+        cm_kubeconfig = write_kubeconfig(
+            L.root / "controller-manager.kubeconfig", L, pki, "controller-manager"
+        )
+        sched_kubeconfig = write_kubeconfig(
+            L.root / "kube-scheduler.kubeconfig", L, pki, "kube-scheduler"
+        )
         admin_ssl = _admin_ssl(pki)
-        insecure = ssl.create_default_context()
-        insecure.check_hostname = False
-        insecure.verify_mode = ssl.CERT_NONE
         return [
             Component(
                 "etcd",
@@ -160,15 +123,17 @@ class DevEnv:
                     # A dev cluster's etcd: no fsync per write (much faster on shared disks).
                     "--unsafe-no-fsync",
                 ],
-                lambda: _http_ok(f"{etcd_url}/health"),
+                lambda: http_ok(f"{etcd_url}/health"),
             ),
             Component(
                 "kube-apiserver",
                 [
                     str(bin_dir / "kube-apiserver"),
                     f"--etcd-servers={etcd_url}",
-                    "--bind-address=127.0.0.1",
-                    "--advertise-address=127.0.0.1",
+                    # The bridge's address: Pods reach it there (through the `kubernetes`
+                    # Service), and it is the address the `kubernetes` Endpoints name.
+                    f"--bind-address={host_ip}",
+                    f"--advertise-address={host_ip}",
                     f"--secure-port={p.apiserver}",
                     f"--tls-cert-file={pki.cert('apiserver')}",
                     f"--tls-private-key-file={pki.key('apiserver')}",
@@ -176,16 +141,18 @@ class DevEnv:
                     f"--service-account-key-file={pki.sa_pub}",
                     f"--service-account-signing-key-file={pki.sa_key}",
                     "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                    "--service-cluster-ip-range=10.96.0.0/16",
-                    "--authorization-mode=RBAC",
+                    f"--service-cluster-ip-range={node.SERVICE_CIDR}",
+                    "--authorization-mode=Node,RBAC",
+                    "--enable-admission-plugins=NodeRestriction",
                     "--allow-privileged=true",
-                    # Loopback addresses are not valid Endpoints; nothing reaches the
-                    # API through the `kubernetes` Service here anyway.
-                    "--endpoint-reconciler-type=none",
+                    f"--kubelet-client-certificate={pki.cert('apiserver-kubelet-client')}",
+                    f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
+                    f"--kubelet-certificate-authority={pki.ca_cert}",
+                    "--kubelet-preferred-address-types=InternalIP",
                     f"--cert-dir={L.sub('apiserver-certs')}",
                     "--v=1",
                 ],
-                lambda: _http_ok(f"{L.apiserver_url}/readyz", admin_ssl),
+                lambda: http_ok(f"{L.apiserver_url}/readyz", admin_ssl),
             ),
             Component(
                 "kube-controller-manager",
@@ -204,7 +171,24 @@ class DevEnv:
                     "--leader-elect=false",
                     "--v=1",
                 ],
-                lambda: _http_ok(f"https://127.0.0.1:{p.controller_manager}/healthz", insecure),
+                lambda: http_ok(
+                    f"https://127.0.0.1:{p.controller_manager}/healthz", unverified_tls()
+                ),
+            ),
+            Component(
+                "kube-scheduler",
+                [
+                    str(bin_dir / "kube-scheduler"),
+                    f"--kubeconfig={sched_kubeconfig}",
+                    f"--authentication-kubeconfig={sched_kubeconfig}",
+                    f"--authorization-kubeconfig={sched_kubeconfig}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={p.kube_scheduler}",
+                    f"--cert-dir={L.sub('kube-scheduler-certs')}",
+                    "--leader-elect=false",
+                    "--v=1",
+                ],
+                lambda: http_ok(f"https://127.0.0.1:{p.kube_scheduler}/healthz", unverified_tls()),
             ),
         ]
 
@@ -217,11 +201,12 @@ class DevEnv:
                 str(bin_dir / "minio"),
                 "server",
                 str(L.sub("minio")),
-                f"--address=127.0.0.1:{p.minio}",
+                # The bridge's address: the loader Pods read and write here.
+                f"--address={L.minio_endpoint}",
                 f"--console-address=127.0.0.1:{p.minio_console}",
                 "--quiet",
             ],
-            lambda: _http_ok(f"http://{L.minio_endpoint}/minio/health/ready"),
+            lambda: http_ok(f"http://{L.minio_endpoint}/minio/health/ready"),
             env={
                 "MINIO_ROOT_USER": creds["accessKey"],
                 "MINIO_ROOT_PASSWORD": creds["secretKey"],
@@ -231,30 +216,24 @@ class DevEnv:
             },
         )
 
-    def _process_node(self, bin_dir: Path) -> Component:
-        L = self.layout
-        venv_bin = Path(sys.executable).parent
-        return Component(
-            "processnode",
-            [
-                sys.executable,
-                "-m",
-                "devenv.processnode",
-                f"--kubeconfig={L.kubeconfig}",
-                f"--node-name={NODE_NAME}",
-                f"--workdir={L.sub('node')}",
-                f"--path-prepend={venv_bin}",
-            ],
-            lambda: self._node_ready(),
-            env={"PYTHONPATH": str(REPO)},
-        )
+    def _node(self, bin_dir: Path, pki: pki_mod.Pki) -> None:
+        """containerd with the images loaded, then the kubelet and kube-proxy."""
+        from devenv import images  # buildah and friends: only where a node runs
 
-    def _node_ready(self) -> bool:
-        done = self.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
-        if done.returncode != 0:
-            return False
-        conditions = json.loads(done.stdout).get("status", {}).get("conditions", [])
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+        pause = images.ensure_pause_image()
+        self.start(node.containerd(self.layout, pause))
+        paths = node.NodePaths(self.layout)
+        stamps = paths.sub("image-stamps")
+        # Once per DevEnv: tests call up() again to restart a component, and the
+        # checkout does not change under a running test session.
+        if self._product_image is None:
+            self._product_image = images.build_product_image()
+        product = self._product_image
+        for ref in (pause, product):
+            if images.load(ref, paths.containerd_socket, stamps):
+                print(f"devenv: loaded {ref} into the node's containerd", flush=True)
+        self.start(node.kubelet(self.layout, pki, bin_dir))
+        self.start(node.kube_proxy(self.layout, pki, bin_dir))
 
     # -- public -------------------------------------------------------------------------
 
@@ -298,7 +277,7 @@ class DevEnv:
             raise DevEnvError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
         return done
 
-    def _start(self, comp: Component) -> None:
+    def start(self, comp: Component) -> None:
         env = {**os.environ, **comp.env}
         started = self.sup.pid(comp.name) is None
         pid = self.sup.start(comp.name, comp.argv, env=env)
@@ -317,8 +296,10 @@ class DevEnv:
             time.sleep(0.25)
         print(f"devenv: {comp.name} {'started' if started else 'already running'}", flush=True)
 
-    def up(self, with_services: bool = True) -> dict[str, str]:
-        """Start what is not running yet; with_services adds the operator and the API."""
+    def up(self, with_services: bool = True, with_node: bool = True) -> dict[str, str]:
+        """Start what is not running yet; with_node adds the node (one per machine: its
+        cgroups and iptables chains are the machine's), with_services the operator and
+        the API."""
         L = self.layout
         L.root.mkdir(parents=True, exist_ok=True)
         bin_dir = obtain_binaries()
@@ -326,19 +307,24 @@ class DevEnv:
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(bin_dir)
-        pki = pki_mod.ensure(L.sub("pki"))
-        _kubeconfig(L.kubeconfig, L, pki, "admin")
+        if with_node:
+            node.require_root()
+            node.record_host_paths(L)
+        node.ensure_bridge(L.network)
+        pki = pki_mod.ensure(L.sub("pki"), L.network.host_ip, NODE_NAME)
+        write_kubeconfig(L.kubeconfig, L, pki, "admin")
         for comp in self._control_plane(bin_dir, pki):
-            self._start(comp)
-        self._start(self._minio(bin_dir))
-        self._start(self._process_node(bin_dir))
+            self.start(comp)
+        self.start(self._minio(bin_dir))
+        if with_node:
+            self._node(bin_dir, pki)
         self.apply_crds()
         env = self.env()
         if with_services:
             from devenv import services  # it builds on this module
 
             for comp in services.components(self):
-                self._start(comp)
+                self.start(comp)
             env.update(services.service_env(self))
         self.write_env(env)
         return env
@@ -380,14 +366,18 @@ class DevEnv:
         self.layout.env_file.write_text("\n".join(lines) + "\n")
 
     def down(self) -> list[str]:
-        """Stop everything, newest first; returns the names of what was running."""
-        order = ["api", "operator", "processnode", "minio"]
-        order += ["kube-controller-manager", "kube-apiserver", "etcd"]
+        """Stop everything, newest first, and take the node's traces off the machine;
+        returns the names of what was running."""
         known = {p.stem for p in self.layout.pids.glob("*.pid")}
         stopped = []
-        for name in [*(sorted(known - set(order))), *order]:
+        for name in [*(sorted(known - set(STOP_ORDER))), *STOP_ORDER]:
+            if name == "containerd" and self.layout.root.joinpath("bin").exists():
+                # With the kubelet gone (stopped just before), nothing restarts them.
+                node.remove_pods(self.layout, self.bin_dir)
             if self.sup.stop(name):
                 stopped.append(name)
+        bin_dir = self.bin_dir if (self.layout.root / "bin").exists() else None
+        node.teardown(self.layout, bin_dir)
         self.layout.env_file.unlink(missing_ok=True)
         return stopped
 

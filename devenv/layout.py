@@ -1,7 +1,8 @@
-"""Where the dev environment keeps its state, and the loopback ports it listens on."""
+"""Where the dev environment keeps its state, its network, and the ports it listens on."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,35 @@ class Ports:
     minio_console: int = 19001
     api: int = 18080
     operator_health: int = 18081
+    kube_scheduler: int = 20259
+    kubelet: int = 20250
+    kubelet_healthz: int = 20248
+    kube_proxy_healthz: int = 20256
+    kube_proxy_metrics: int = 20249
+    containerd_stream: int = 20010
+
+
+@dataclass(frozen=True)
+class Network:
+    """The node's bridge and Pod network, made by devenv on this machine only.
+
+    Pods cannot reach 127.0.0.1 of the host (it is their own loopback), so everything a
+    Pod talks to (the API server, MinIO) listens on the bridge's own address instead;
+    host-side clients use that address too. The subnet is private and exists nowhere but
+    on this bridge; no route or NAT leads from it to any other network.
+    """
+
+    bridge: str = "pidev0"
+    subnet: str = "10.213.0.0/16"
+
+    @property
+    def host_ip(self) -> str:
+        """The bridge's address on the host: the Pods' gateway, and where servers listen."""
+        return str(next(ipaddress.ip_network(self.subnet).hosts()))
+
+    @property
+    def prefix_len(self) -> int:
+        return ipaddress.ip_network(self.subnet).prefixlen
 
 
 @dataclass(frozen=True)
@@ -32,6 +62,7 @@ class Layout:
 
     root: Path
     ports: Ports = Ports()
+    network: Network = Network()
 
     @classmethod
     def default(cls) -> Layout:
@@ -61,8 +92,8 @@ class Layout:
 
     @property
     def apiserver_url(self) -> str:
-        return f"https://127.0.0.1:{self.ports.apiserver}"
+        return f"https://{self.network.host_ip}:{self.ports.apiserver}"
 
     @property
     def minio_endpoint(self) -> str:
-        return f"127.0.0.1:{self.ports.minio}"
+        return f"{self.network.host_ip}:{self.ports.minio}"

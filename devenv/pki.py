@@ -1,8 +1,10 @@
 """Certificates and keys for the local control plane, made once and kept in .dev/pki.
 
-One self-signed CA signs the API server's serving certificate and the client
-certificates of the admin and the controller manager; a separate RSA key pair signs
-service-account tokens. Everything is for 127.0.0.1 only.
+One self-signed CA signs the serving certificates (API server, kubelet) and the client
+certificates of every component (admin, controller manager, scheduler, kubelet,
+kube-proxy, and the API server towards the kubelet); a separate RSA key pair signs
+service-account tokens. The serving certificates name only this machine's addresses:
+loopback, the dev bridge's address and the `kubernetes` Service's cluster IP.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ SERVING_NAMES = (
     "kubernetes.default.svc.cluster.local",
 )
 SERVING_IPS = ("127.0.0.1", "::1", "10.96.0.1")
+NODE_GROUP = "system:nodes"
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,20 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key) -> x509.Certific
     )
 
 
-def ensure(pki_dir: Path) -> Pki:
-    """Create whatever is missing; an existing CA and its certificates are kept."""
+def _alt_names(cert_path: Path) -> set[str]:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(v) for v in ext.get_values_for_type(x509.IPAddress)} | set(
+        ext.get_values_for_type(x509.DNSName)
+    )
+
+
+def ensure(pki_dir: Path, host_ip: str, node_name: str) -> Pki:
+    """Create whatever is missing; an existing CA and its certificates are kept (a serving
+    certificate is issued again when the addresses it must name have changed)."""
     pki = Pki(pki_dir)
     pki_dir.mkdir(parents=True, exist_ok=True)
     if not pki.ca_cert.exists():
@@ -110,16 +125,22 @@ def ensure(pki_dir: Path) -> Pki:
     ca_key = serialization.load_pem_private_key(pki.path("ca.key").read_bytes(), None)
     ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
 
-    def issue(who: str, subject: x509.Name, usage: ExtendedKeyUsageOID, serving: bool) -> None:
-        if pki.cert(who).exists():
+    def issue(
+        who: str,
+        subject: x509.Name,
+        usage: ExtendedKeyUsageOID,
+        names: tuple[str, ...] = (),
+        ips: tuple[str, ...] = (),
+    ) -> None:
+        if pki.cert(who).exists() and _alt_names(pki.cert(who)) == {*names, *ips}:
             return
         key = ec.generate_private_key(ec.SECP256R1())
         builder = _builder(subject, ca.subject, key.public_key()).add_extension(
             x509.ExtendedKeyUsage([usage]), critical=False
         )
-        if serving:
-            alt = [x509.DNSName(n) for n in SERVING_NAMES]
-            alt += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVING_IPS]
+        if names or ips:
+            alt: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+            alt += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
             builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
         cert = builder.sign(ca_key, hashes.SHA256())
         _write_key(pki.key(who), key)
@@ -127,12 +148,22 @@ def ensure(pki_dir: Path) -> Pki:
 
     server = ExtendedKeyUsageOID.SERVER_AUTH
     client = ExtendedKeyUsageOID.CLIENT_AUTH
-    issue("apiserver", _name("kube-apiserver"), server, serving=True)
+    issue("apiserver", _name("kube-apiserver"), server, SERVING_NAMES, (*SERVING_IPS, host_ip))
+    issue("kubelet-serving", _name(node_name), server, (node_name,), (host_ip,))
     # system:masters: the dev admin (and the test fixtures) may do anything.
-    issue("admin", _name("productimport-dev-admin", "system:masters"), client, serving=False)
+    issue("admin", _name("productimport-dev-admin", "system:masters"), client)
     # The controller manager's bootstrap identity; with --use-service-account-credentials
     # each controller then acts as its own service account under the default RBAC roles.
-    issue("controller-manager", _name("system:kube-controller-manager"), client, serving=False)
+    issue("controller-manager", _name("system:kube-controller-manager"), client)
+    # The identities the default RBAC bindings (and the Node authorizer) already know.
+    issue("kube-scheduler", _name("system:kube-scheduler"), client)
+    issue("kube-proxy", _name("system:kube-proxy"), client)
+    issue("kubelet", _name(f"system:node:{node_name}", NODE_GROUP), client)
+    # The API server towards the kubelet (logs, exec): the kubelet asks the API server
+    # whether this user may, and system:masters may.
+    issue(
+        "apiserver-kubelet-client", _name("kube-apiserver-kubelet-client", "system:masters"), client
+    )
 
     if not pki.sa_key.exists():
         sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -1,8 +1,9 @@
 """The product's own processes in the dev environment: the operator and the upload API.
 
-They run as local processes against the local control plane and MinIO, the way a
-developer iterates on them; the chart's Deployments (charts/productimport) are proven
-separately on the process node.
+They run as local processes against the local cluster and MinIO, the way a developer
+iterates on them (a code change needs no image for them); the import Jobs the operator
+launches run the image built from this checkout on the real node. The chart's
+Deployments (charts/productimport) run as Pods in tests/chart.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import secrets
 import sys
 from pathlib import Path
 
-from devenv.controlplane import Component, DevEnv, _http_ok
+from devenv import images
+from devenv.component import Component, http_ok
+from devenv.controlplane import DevEnv
 from devenv.layout import REPO
 
 CATALOG_BUCKET = "catalog"
@@ -38,15 +41,20 @@ def components(env: DevEnv) -> list[Component]:
     operator = Component(
         "operator",
         [_console_script("productimport-operator")],
-        lambda: _http_ok(f"http://127.0.0.1:{p.operator_health}/healthz"),
+        lambda: http_ok(f"http://127.0.0.1:{p.operator_health}/healthz"),
         env={
             **base,
             "PRODUCTIMPORT_OPERATOR_HEALTH_HOST": "127.0.0.1",
             "PRODUCTIMPORT_OPERATOR_HEALTH_PORT": str(p.operator_health),
             "PRODUCTIMPORT_OPERATOR_METRICS_PORT": str(p.operator_health + 1),
             "PRODUCTIMPORT_OPERATOR_STORE": f"s3://{CATALOG_BUCKET}",
-            # The process node has no images: the loader is this checkout's command.
-            "PRODUCTIMPORT_OPERATOR_LOADER_COMMAND": json.dumps(["productimport"]),
+            # The image `up` built from this checkout and loaded into the node: there is
+            # no registry to pull from, so never try.
+            "PRODUCTIMPORT_OPERATOR_IMAGE": images.product_ref(),
+            "PRODUCTIMPORT_OPERATOR_IMAGE_PULL_POLICY": "Never",
+            # Two cores: the chart's 250m per import would queue the tests' imports
+            # behind the scheduler for CPU nobody uses.
+            "PRODUCTIMPORT_OPERATOR_DEFAULT_CPU_REQUEST": "50m",
             "PYTHONPATH": str(REPO),
         },
     )
@@ -54,7 +62,7 @@ def components(env: DevEnv) -> list[Component]:
     api = Component(
         "api",
         [_console_script("productimport-api")],
-        lambda: _http_ok(f"http://127.0.0.1:{p.api}/healthz"),
+        lambda: http_ok(f"http://127.0.0.1:{p.api}/healthz"),
         env={
             **base,
             "PRODUCTIMPORT_API_HOST": "127.0.0.1",

@@ -1,15 +1,18 @@
-"""The dev environment itself: MinIO semantics the engine relies on, and a clean stop."""
+"""The dev environment itself: MinIO semantics the engine relies on, a real node, and a
+stop that leaves the machine as it found it."""
 
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from pathlib import Path
 
 import pytest
 
+from devenv import images, node
 from devenv.controlplane import DevEnv, _established
-from devenv.layout import Layout, Ports
+from devenv.layout import Layout, Network, Ports
 from productimport.engine.errors import PreconditionFailed
 from productimport.engine.objectstore import MinioObjectStore
 
@@ -55,7 +58,10 @@ def _processes_mentioning(text: str) -> list[str]:
 SECOND_PORTS = Ports(
     etcd=24790, etcd_peer=24800, apiserver=17443, controller_manager=21257,
     minio=29000, minio_console=29001, api=28080, operator_health=28081,
+    kube_scheduler=21259, kubelet=21250, kubelet_healthz=21248, kube_proxy_healthz=21256,
+    kube_proxy_metrics=21249, containerd_stream=21010,
 )  # fmt: skip
+SECOND_NETWORK = Network(bridge="pidev1", subnet="10.214.0.0/16")
 
 
 def _ephemeral_range() -> range:
@@ -74,21 +80,54 @@ def test_listen_ports_lie_outside_the_ephemeral_range(ports):
 
 
 def test_a_second_environment_starts_and_stops_leaving_no_process(cluster, tmp_path):
-    # Its own directory and ports, beside the session's environment.
+    # Its own directory, ports and bridge, beside the session's environment; no node (a
+    # machine holds one: the kubelet's cgroups and kube-proxy's chains are host-wide).
     assert not set(vars(SECOND_PORTS).values()) & set(vars(Ports()).values())
-    env = DevEnv(Layout(tmp_path / "dev", SECOND_PORTS))
+    env = DevEnv(Layout(tmp_path / "dev", SECOND_PORTS, SECOND_NETWORK))
     try:
-        values = env.up(with_services=False)
+        values = env.up(with_services=False, with_node=False)
         assert env.kubectl("get", "--raw", "/readyz").stdout == "ok"
-        assert values["MINIO_ENDPOINT"] == f"127.0.0.1:{SECOND_PORTS.minio}"
+        assert values["MINIO_ENDPOINT"] == f"10.214.0.1:{SECOND_PORTS.minio}"
         assert _processes_mentioning(str(tmp_path))
     finally:
         stopped = env.down()
-    assert {"etcd", "kube-apiserver", "kube-controller-manager", "minio", "processnode"} <= set(
+    assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "minio"} <= set(
         stopped
     )
     assert _processes_mentioning(str(tmp_path)) == []
     assert not (tmp_path / "dev" / "env").exists()
+    assert node.leftovers(env.layout) == []
+    # The session's node was left alone.
+    assert cluster.devenv.kubectl("get", "--raw", "/readyz").stdout == "ok"
+    assert node.node_ready(cluster.devenv.layout, cluster.devenv.bin_dir)
+
+
+def test_the_node_is_a_real_kubelet_on_containerd(cluster):
+    info = json.loads(cluster.kubectl("get", "node", node.NODE_NAME, "-o", "json").stdout)
+    runtime = info["status"]["nodeInfo"]["containerRuntimeVersion"]
+    assert runtime.startswith("containerd://1."), runtime
+    assert info["status"]["nodeInfo"]["kubeletVersion"].startswith("v1.35")
+    addresses = {a["type"]: a["address"] for a in info["status"]["addresses"]}
+    assert addresses["InternalIP"] == cluster.devenv.layout.network.host_ip
+
+
+def test_down_leaves_the_machine_as_it_found_it(cluster):
+    """Stop the whole environment (Pods running), check nothing of it is left on the
+    machine (processes, mounts, the bridge, iptables chains, cgroups, host paths), then
+    bring it up again for the tests that follow."""
+    ns = cluster.namespace("leftovers")
+    cluster.kubectl(
+        "run", "sleeper", "-n", ns, f"--image={images.pause_ref()}",
+        "--image-pull-policy=Never", "--restart=Never",
+    )  # fmt: skip
+    cluster.kubectl("wait", "-n", ns, "pod/sleeper", "--for=condition=Ready", "--timeout=120s")
+    assert node.leftovers(cluster.devenv.layout)  # the check does see a running node
+    try:
+        cluster.devenv.down()
+        assert node.leftovers(cluster.devenv.layout) == []
+    finally:
+        cluster.devenv.up()
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")
 
 
 @pytest.mark.parametrize(
