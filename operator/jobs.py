@@ -19,6 +19,10 @@ LABEL_IMPORT = f"{GROUP}/import"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "productimport-operator"
 CONTAINER = "loader"
+# 128 + SIGKILL: how a container ends when the kernel's OOM killer stops it at its memory
+# limit (the kubelet then reports reason OOMKilled). Evictions and preemptions SIGKILL too,
+# but they carry the DisruptionTarget condition, which the first rule ignores.
+EXIT_KILLED = 137
 
 
 def job_name(obj: dict[str, Any]) -> str:
@@ -136,18 +140,25 @@ def build_job(obj: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]
         "ttlSecondsAfterFinished": settings.job_ttl_seconds,
         "podFailurePolicy": {
             "rules": [
-                # Bad data, a missing source, or a file too big for the memory limit:
-                # no retry can help, fail at once.
+                # A node drain or preemption is not the import's fault: do not count it.
+                # (First: the rules are matched in order, and a drained Pod is SIGKILLed.)
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                # Bad data, a missing source, a file too big for DuckDB's memory limit, or
+                # a container killed at its memory limit: the same input and the same
+                # limits fail the same way again, so fail at once.
                 {
                     "action": "FailJob",
                     "onExitCodes": {
                         "containerName": CONTAINER,
                         "operator": "In",
-                        "values": [EXIT_BAD_DATA, EXIT_SOURCE_MISSING, EXIT_RESOURCES],
+                        "values": [
+                            EXIT_BAD_DATA,
+                            EXIT_SOURCE_MISSING,
+                            EXIT_RESOURCES,
+                            EXIT_KILLED,
+                        ],
                     },
                 },
-                # A node drain or preemption is not the import's fault: do not count it.
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
             ]
         },
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},

@@ -56,6 +56,39 @@ def _attempts(job: dict[str, Any]) -> int:
     return sum(int(status.get(k) or 0) for k in ("active", "succeeded", "failed"))
 
 
+# Why a loader container can be stuck waiting, as the kubelet says it, and the reason the
+# import then fails with. None of these ends by itself.
+CANNOT_START = {
+    "ErrImageNeverPull": "ImageUnavailable",  # absent, and pull policy Never
+    "InvalidImageName": "ImageUnavailable",
+    "CreateContainerConfigError": "PodCannotStart",  # e.g. runAsNonRoot and a root image
+    "CreateContainerError": "PodCannotStart",
+}
+# These may clear up (a registry down for a moment): they fail after a grace period.
+PULL_BACKOFF = {"ErrImagePull": "ImageUnavailable", "ImagePullBackOff": "ImageUnavailable"}
+
+
+def _cannot_start(pods: list[dict[str, Any]], pull_grace: float) -> tuple[str, str] | None:
+    """(reason, message) when the loader's Pod is stuck before it runs, else None."""
+    now = datetime.now(UTC)
+    for pod in pods:
+        created = _parse_time(pod["metadata"].get("creationTimestamp")) or now
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            why = waiting.get("reason", "")
+            reason = CANNOT_START.get(why)
+            waited = (now - created).total_seconds()
+            if reason is None and why in PULL_BACKOFF and waited >= pull_grace:
+                reason = PULL_BACKOFF[why]
+            if reason is not None:
+                detail = waiting.get("message") or why
+                return (
+                    reason,
+                    f"the loader Pod {pod['metadata']['name']} cannot start: {why}: {detail}",
+                )
+    return None
+
+
 def _loader_result(log_tail: str) -> ImportResult | None:
     """The result document the loader printed (--json), if the log's tail holds it."""
     for line in reversed(log_tail.splitlines()):
@@ -153,8 +186,7 @@ class Reconciler:
                 self.kube.delete_job(namespace, job["metadata"]["name"])
                 self._finish_failed(obj, "Cancelled", "cancelled while running; Job deleted")
                 return True
-            self._running(obj, spec, job)
-            return False
+            return self._running(obj, spec, job)
 
         result = self.reports.result(namespace, spec.catalog, uid)
         pods = {"attempts": _attempts(job), "jobName": job["metadata"]["name"]}
@@ -260,7 +292,9 @@ class Reconciler:
 
     # -- running ------------------------------------------------------------------------
 
-    def _running(self, obj: dict[str, Any], spec: ProductImportSpec, job: dict[str, Any]) -> None:
+    def _running(self, obj: dict[str, Any], spec: ProductImportSpec, job: dict[str, Any]) -> bool:
+        """Copy the loader's progress into the status; returns whether the import ended
+        here instead (its Pod cannot start, so the Job would wait forever)."""
         meta = obj["metadata"]
         job_status = job.get("status") or {}
         attempts = _attempts(job)
@@ -268,6 +302,15 @@ class Reconciler:
             progress = self.reports.progress(meta["namespace"], spec.catalog, meta["uid"])
         except TemporaryFailure:
             progress = None  # progress is a courtesy; the Job's own state still counts
+        if not progress:
+            pods = self.kube.job_pods(meta["namespace"], job["metadata"]["name"])
+            stuck = _cannot_start(pods, self.settings.image_pull_grace_seconds)
+            if stuck is not None:
+                # Deleted first, so no later retry can start a loader for an import that
+                # is already reported as failed.
+                self.kube.delete_job(meta["namespace"], job["metadata"]["name"])
+                self._finish_failed(obj, *stuck, jobName=job["metadata"]["name"], attempts=attempts)
+                return True
         previous = obj.get("status") or {}
         if job_status.get("active") or progress:
             reason, message = "JobRunning", "importing"
@@ -287,6 +330,7 @@ class Reconciler:
         self._patch_if_changed(obj, status_patch("running", reason, message, obj, **fields))
         if previous.get("phase") != Phase.Running.value and reason == "JobRunning":
             self.kube.event(obj, NORMAL, "ImportStarted", f"the loader is running: {message}")
+        return False
 
     def _patch_if_changed(self, obj: dict[str, Any], patch: dict[str, Any]) -> bool:
         before = obj.get("status") or {}

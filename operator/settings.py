@@ -46,6 +46,10 @@ class OperatorSettings(BaseSettings):
     # before it fails with reason StoreUnavailable.
     store_retry_seconds: float = 300.0
     inline_errors: int = 5
+    # A loader Pod whose image cannot be pulled: how long the kubelet may keep retrying
+    # (a registry can be down for a moment) before the import fails. An image that is
+    # absent under pull policy Never, or a Pod the kubelet refuses to start, fails at once.
+    image_pull_grace_seconds: float = 300.0
 
     @property
     def namespace_list(self) -> list[str]:

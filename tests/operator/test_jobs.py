@@ -45,9 +45,12 @@ def test_job_is_owned_retried_on_infrastructure_only_and_cleaned_up():
     assert owner["uid"] == OBJ["metadata"]["uid"] and owner["controller"] is True
     spec = job["spec"]
     assert spec["ttlSecondsAfterFinished"] > 0
-    fail_fast = spec["podFailurePolicy"]["rules"][0]
+    disrupted, fail_fast = spec["podFailurePolicy"]["rules"]
+    # A drained node's Pod is SIGKILLed too: that rule must come before the exit codes.
+    assert disrupted["action"] == "Ignore"
     assert fail_fast["action"] == "FailJob"
-    assert set(fail_fast["onExitCodes"]["values"]) == {65, 66, 71}
+    # Bad data, missing source, DuckDB out of memory, the kernel's OOM kill (137).
+    assert set(fail_fast["onExitCodes"]["values"]) == {65, 66, 71, 137}
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"  # podFailurePolicy requires it
     assert pod["automountServiceAccountToken"] is False  # the loader gets no k8s access
