@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -37,6 +39,7 @@ app.add_typer(catalog_app, name="catalog")
 
 err = Console(stderr=True)
 out = Console()
+LOG_EVERY_SECONDS = 10.0
 
 CatalogOpt = Annotated[str, typer.Option("--catalog", "-c", help="Target catalog name.")]
 NamespaceOpt = Annotated[str, typer.Option("--namespace", "-n", help="Namespace (tenant).")]
@@ -124,6 +127,9 @@ def import_command(
         _fail_usage(problems, as_json)
         return
 
+    # On a terminal a spinner; anywhere else (a Job's log: `kubectl logs`) a line per
+    # stage and, while a stage lasts, one every LOG_EVERY_SECONDS.
+    logged = {"stage": "", "at": 0.0}
     with err.status("starting", spinner="dots") as status:
 
         def show(stage: str, rows: int | None, note: str | None) -> None:
@@ -131,6 +137,13 @@ def import_command(
             status.update(label)
             if note:
                 err.print(note)
+            now = time.monotonic()
+            if not err.is_terminal and (
+                stage != logged["stage"] or now - logged["at"] >= LOG_EVERY_SECONDS
+            ):
+                stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                err.print(f"{stamp} progress: {label}", markup=False, highlight=False)
+                logged.update(stage=stage, at=now)
 
         progress = ProgressReporter(on_change=show)
         try:
