@@ -2,17 +2,15 @@
 it renders, least-privilege RBAC asked of the API server itself, and a real install on
 the local control plane that imports a file uploaded through the chart's own API.
 
-The install runs the chart's Deployments on the process node (devenv/processnode.py):
-each container's `command` runs as a local process with the Pod's env and, through the
-projected service-account token, in-cluster access as the chart's ServiceAccounts. All
-Pods share this machine's network, so the test gives the chart ports that nothing else
-uses (never the dev environment's 18080-18082).
+The install runs the chart's Deployments as Pods of the image built from this checkout
+(devenv/images.py) on the dev cluster's real kubelet: each Pod has its own network
+namespace and reaches the API server through the `kubernetes` Service with its projected
+service-account token, as in any cluster; the test uploads through the API's Service.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import tarfile
 import uuid
@@ -25,12 +23,12 @@ import pytest
 import yaml
 from chart_support import CHART, REPO
 
+from devenv import images
 from devenv.waiting import wait_for
 
 DATA = REPO.parent / "shared" / "data"
 ELASTICPATH = DATA / "elasticpath-pcm" / "pim_product_import_example.csv"
 GROUP = "catalog.productimport.dev"
-WORKDIR_ANNOTATION = "processnode.productimport.dev/workdir"
 
 
 def run(*argv: str | Path, input: str | None = None, timeout: float = 300) -> str:
@@ -397,29 +395,18 @@ def test_rbac_is_least_privilege(
 # --- a real install --------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _pods_report(cluster: Any, ns: str) -> str:
-    """What the Pods of `ns` look like, and the end of their logs (the process node
-    writes them under its work dir; there is no `kubectl logs`)."""
+    """What the Pods of `ns` look like, and the end of each container's log."""
     pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
     lines = []
     for pod in pods:
         meta, status = pod["metadata"], pod.get("status") or {}
         lines.append(f"pod {meta['name']}: {status.get('phase')} "
                      f"{json.dumps(status.get('containerStatuses'))[:600]}")  # fmt: skip
-        node = (pod.get("spec") or {}).get("nodeName")
-        if not node:
-            continue
-        doc = json.loads(cluster.kubectl("get", "node", node, "-o", "json").stdout)
-        workdir = Path(doc["metadata"]["annotations"][WORKDIR_ANNOTATION])
-        for log in sorted((workdir / ns / meta["name"]).glob("*.log")):
-            tail = log.read_text(errors="replace").splitlines()[-25:]
-            lines += [f"--- {log}", *tail]
+        for container in pod["spec"]["containers"]:
+            logs = cluster.kubectl("logs", "-n", ns, meta["name"], "-c", container["name"],
+                                   "--tail=25", check=False)  # fmt: skip
+            lines += [f"--- logs of {meta['name']}/{container['name']}", logs.stdout + logs.stderr]
     return "\n".join(lines) or f"(no pods in {ns})"
 
 
@@ -438,8 +425,7 @@ def test_helm_install_imports_a_file_uploaded_through_the_charts_api(
     home, tenant = cluster.namespace("chart"), cluster.namespace("tenant")
     release = "pi"
     fullname = f"{release}-productimport"
-    api_port, health_port, metrics_port = _free_port(), _free_port(), _free_port()
-    assert not {api_port, health_port, metrics_port} & {18080, 18081, 18082}
+    repository, tag = images.product_ref().rsplit(":", 1)
     # The dev MinIO's credentials, as a platform team would hand them over: a Secret.
     creds = {
         "apiVersion": "v1", "kind": "Secret",
@@ -449,12 +435,10 @@ def test_helm_install_imports_a_file_uploaded_through_the_charts_api(
     }  # fmt: skip
     cluster.kubectl("apply", "-f", "-", input=json.dumps(creds))
     values = {
+        # The image built from this checkout, already on the node: nothing to pull.
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
         "minio": {"endpoint": cluster.env["MINIO_ENDPOINT"], "existingSecret": "store-credentials"},
-        "operator": {"watchNamespaces": [tenant] if namespaced else [], "healthHost": "127.0.0.1",
-                     "healthPort": health_port, "metricsPort": metrics_port},
-        # All Pods of the process node share this machine's network: one API replica,
-        # on loopback, on a port of its own.
-        "api": {"replicaCount": 1, "host": "127.0.0.1", "port": api_port},
+        "operator": {"watchNamespaces": [tenant] if namespaced else []},
     }  # fmt: skip
     values_file = tmp_path / "values.json"
     values_file.write_text(json.dumps(values))
@@ -482,7 +466,23 @@ def test_helm_install_imports_a_file_uploaded_through_the_charts_api(
         token = cluster.kubectl("create", "token", "uploader", "-n", tenant).stdout.strip()
         stranger = cluster.kubectl("create", "token", "stranger", "-n", tenant).stdout.strip()
 
-        url = f"http://127.0.0.1:{api_port}/api/v1/namespaces/{tenant}/catalogs/pcm/imports"
+        # The API's Service, as a client inside the cluster would reach it (kube-proxy's
+        # rules take the host's connection to a ready Pod).
+        service = json.loads(
+            cluster.kubectl("get", "service", f"{fullname}-api", "-n", home, "-o", "json").stdout
+        )
+        base = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+        url = f"{base}/api/v1/namespaces/{tenant}/catalogs/pcm/imports"
+
+        def answers() -> bool:
+            # Available Pods come first; the EndpointSlice and kube-proxy's rule follow
+            # (until then the Service refuses connections).
+            try:
+                return httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for("the API's Service to answer", answers, why=lambda: _pods_report(cluster, home))
 
         def upload(bearer: str | None) -> httpx.Response:
             headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
@@ -527,13 +527,10 @@ def test_helm_install_imports_a_file_uploaded_through_the_charts_api(
             assert pod["spec"]["automountServiceAccountToken"] is False
             mounts = [m for c in pod["spec"]["containers"] for m in c.get("volumeMounts", [])]
             assert not [m for m in mounts if "serviceaccount" in m["mountPath"]]
-            node = json.loads(
-                cluster.kubectl("get", "node", pod["spec"]["nodeName"], "-o", "json").stdout
-            )
-            workdir = Path(node["metadata"]["annotations"][WORKDIR_ANNOTATION])
-            pod_dir = workdir / tenant / pod["metadata"]["name"]
-            assert (pod_dir / "loader.log").exists(), pod_dir
-            assert not (pod_dir / ".volumes").exists(), "the loader was given a token"
+            assert not [v for v in pod["spec"]["volumes"] if "projected" in v], "a token"
+            (container,) = pod["status"]["containerStatuses"]
+            assert container["imageID"], "the loader ran no image"
+            assert container["state"]["terminated"]["exitCode"] == 0
         # The chart's operator and API did get theirs (in-cluster access, as in a cluster).
         chart_pods = json.loads(cluster.kubectl("get", "pods", "-n", home, "-o", "json").stdout)
         assert chart_pods["items"]

@@ -1,85 +1,40 @@
 """The operator end to end on the local control plane: kubectl apply -> Job -> status.
 
-Real kube-apiserver, real Job controller, real MinIO; the loader runs as a process on
-the process node. Waits are bounded (a stuck import fails the test) but never asserted
-on: these machines are shared.
+Real kube-apiserver, real Job controller, real MinIO; the loader runs in a container of
+the image built from this checkout, on the dev cluster's real kubelet. Waits are bounded
+(a stuck import fails the test) but never asserted on: these machines are shared.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import itertools
 import json
-import os
 import signal
 import threading
 import time
-import uuid
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 
 import pytest
-from minio.error import S3Error
+from imports_support import (
+    MAGENTO,
+    apply,
+    events_of,
+    exists,
+    finished,
+    get,
+    jobs_of,
+    phase,
+    running_loader,
+    upload,
+)
 
+from devenv.component import DevEnvError
+from devenv.node import freeze
 from devenv.services import CATALOG_BUCKET
 from devenv.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
-
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-MAGENTO = DATA / "magento2-sample-data" / "products.csv"  # 1994 valid products
-
-
-def get(cluster, kind: str, name: str, ns: str) -> dict | None:
-    done = cluster.kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
-    return json.loads(done.stdout) if done.returncode == 0 else None
-
-
-def phase(cluster, name: str, ns: str) -> str | None:
-    obj = get(cluster, "productimport", name, ns)
-    return ((obj or {}).get("status") or {}).get("phase")
-
-
-def finished(cluster, name: str, ns: str) -> dict:
-    def probe():
-        obj = get(cluster, "productimport", name, ns)
-        if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-            return obj
-        return None
-
-    return wait_for(f"{ns}/{name} to finish", probe)
-
-
-def upload(minio, data: bytes | Path, suffix: str = ".csv") -> dict[str, str]:
-    if not minio.bucket_exists("uploads"):
-        minio.make_bucket("uploads")
-    key = f"tests/{uuid.uuid4()}{suffix}"
-    body = data.read_bytes() if isinstance(data, Path) else data
-    minio.put_object("uploads", key, io.BytesIO(body), len(body))
-    return {"bucket": "uploads", "key": key}
-
-
-def apply(cluster, name: str, ns: str, source: dict, catalog: str = "main", **spec) -> None:
-    doc = {
-        "apiVersion": "catalog.productimport.dev/v1alpha1",
-        "kind": "ProductImport",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"catalog": catalog, "source": {"object": source}, **spec},
-    }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
-
-
-def jobs_of(cluster, ns: str) -> list[dict]:
-    return json.loads(cluster.kubectl("get", "jobs", "-n", ns, "-o", "json").stdout)["items"]
-
-
-def events_of(cluster, name: str, ns: str) -> list[str]:
-    out = cluster.kubectl(
-        "get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}",
-        "-o", "json",
-    ).stdout  # fmt: skip
-    return [e["reason"] for e in json.loads(out)["items"]]
 
 
 def test_a_real_file_imports_and_kubectl_get_shows_the_counts(cluster, minio):
@@ -173,7 +128,7 @@ def _start_operator(cluster) -> None:
     cluster.devenv.up()
 
 
-def test_operator_killed_before_the_job_exists(cluster, minio):
+def test_operator_killed_before_the_jobexists(cluster, minio):
     ns = cluster.namespace("op")
     _kill_operator(cluster)
     try:
@@ -219,24 +174,6 @@ def test_operator_killed_after_the_job_finished_before_the_status(cluster, minio
     assert len(jobs_of(cluster, ns)) == 1
 
 
-def _loader_pid(cluster, ns: str) -> int | None:
-    """The PID of the running loader, from the process node's `process://PID` id."""
-    pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
-    for pod in pods:
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            if "running" in (container.get("state") or {}):
-                return int(container["containerID"].removeprefix("process://"))
-    return None
-
-
-def _exists(minio, bucket: str, key: str) -> bool:
-    try:
-        minio.stat_object(bucket, key)
-    except S3Error:
-        return False
-    return True
-
-
 def test_progress_is_visible_while_running_and_the_webhook_hears_the_outcome(cluster, minio):
     ns = cluster.namespace("op")
     received: list[dict] = []
@@ -254,26 +191,26 @@ def test_progress_is_visible_while_running_and_the_webhook_hears_the_outcome(clu
     threading.Thread(target=server.serve_forever, daemon=True).start()
     rows = "".join(f"P-{i:07d},Product {i},{i % 500}.25,EUR\n" for i in range(300_000))
     source = upload(minio, ("sku,name,price,currency\n" + rows).encode())
-    loader: int | None = None
+    loader: str | None = None
     try:
         apply(
             cluster, "big", ns, source,
             notify={"webhook": f"http://127.0.0.1:{server.server_port}/hook"},
         )  # fmt: skip
         # The loader can finish between two operator passes, so racing it proves nothing.
-        # Pause it instead (the process node names its process in the Pod's container id)
-        # and let it run in short steps until it has published progress; the operator must
-        # then show that progress while the Job is still running.
-        loader = wait_for("the loader process", lambda: _loader_pid(cluster, ns))
-        os.killpg(loader, signal.SIGSTOP)
+        # Pause it instead (the cgroup freezer, as `docker pause` does) and let it run in
+        # short steps until it has published progress; the operator must then show that
+        # progress while the Job is still running.
+        loader = wait_for("the loader container", lambda: running_loader(cluster, ns))
+        freeze(loader, True)
         uid = get(cluster, "pi", "big", ns)["metadata"]["uid"]
         progress_key = f"{ns}/main/imports/{uid}/progress.json"  # docs/loader-contract.md
 
         def published() -> bool:
-            os.killpg(loader, signal.SIGCONT)
+            freeze(loader, False)
             time.sleep(0.1)
-            os.killpg(loader, signal.SIGSTOP)
-            return _exists(minio, CATALOG_BUCKET, progress_key)
+            freeze(loader, True)
+            return exists(minio, CATALOG_BUCKET, progress_key)
 
         wait_for("the loader to publish progress", published)
 
@@ -285,7 +222,7 @@ def test_progress_is_visible_while_running_and_the_webhook_hears_the_outcome(clu
         running = wait_for("progress in the status", progressing)
         assert running["progress"]["stage"] in ("reading", "validating", "merging")
         assert running["message"].startswith(running["progress"]["stage"])
-        os.killpg(loader, signal.SIGCONT)
+        freeze(loader, False)
         status = finished(cluster, "big", ns)["status"]
         assert status["phase"] == "Succeeded" and status["counts"]["created"] == 300_000
         wait_for("the webhook", lambda: received, timeout=30)
@@ -293,8 +230,8 @@ def test_progress_is_visible_while_running_and_the_webhook_hears_the_outcome(clu
         assert received[0]["counts"]["created"] == 300_000
     finally:
         if loader is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(loader, signal.SIGCONT)
+            with contextlib.suppress(OSError, DevEnvError):
+                freeze(loader, False)
         server.shutdown()
 
 

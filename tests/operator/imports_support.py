@@ -1,0 +1,86 @@
+"""What the operator's end-to-end tests share: uploading a file, applying a
+ProductImport, waiting for it, and finding its Job and loader (imported as
+`imports_support`, the way tests/chart imports chart_support)."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from pathlib import Path
+
+from minio.error import S3Error
+
+from devenv.waiting import wait_for
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+MAGENTO = DATA / "magento2-sample-data" / "products.csv"  # 1994 valid products
+
+
+def get(cluster, kind: str, name: str, ns: str) -> dict | None:
+    done = cluster.kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
+    return json.loads(done.stdout) if done.returncode == 0 else None
+
+
+def phase(cluster, name: str, ns: str) -> str | None:
+    obj = get(cluster, "productimport", name, ns)
+    return ((obj or {}).get("status") or {}).get("phase")
+
+
+def finished(cluster, name: str, ns: str) -> dict:
+    def probe():
+        obj = get(cluster, "productimport", name, ns)
+        if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return obj
+        return None
+
+    return wait_for(f"{ns}/{name} to finish", probe)
+
+
+def upload(minio, data: bytes | Path, suffix: str = ".csv") -> dict[str, str]:
+    if not minio.bucket_exists("uploads"):
+        minio.make_bucket("uploads")
+    key = f"tests/{uuid.uuid4()}{suffix}"
+    body = data.read_bytes() if isinstance(data, Path) else data
+    minio.put_object("uploads", key, io.BytesIO(body), len(body))
+    return {"bucket": "uploads", "key": key}
+
+
+def apply(cluster, name: str, ns: str, source: dict, catalog: str = "main", **spec) -> None:
+    doc = {
+        "apiVersion": "catalog.productimport.dev/v1alpha1",
+        "kind": "ProductImport",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"catalog": catalog, "source": {"object": source}, **spec},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
+
+
+def jobs_of(cluster, ns: str) -> list[dict]:
+    return json.loads(cluster.kubectl("get", "jobs", "-n", ns, "-o", "json").stdout)["items"]
+
+
+def events_of(cluster, name: str, ns: str) -> list[str]:
+    out = cluster.kubectl(
+        "get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}",
+        "-o", "json",
+    ).stdout  # fmt: skip
+    return [e["reason"] for e in json.loads(out)["items"]]
+
+
+def running_loader(cluster, ns: str) -> str | None:
+    """The container id of the running loader (containerd://...)."""
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
+    for pod in pods:
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            if "running" in (container.get("state") or {}):
+                return container["containerID"]
+    return None
+
+
+def exists(minio, bucket: str, key: str) -> bool:
+    try:
+        minio.stat_object(bucket, key)
+    except S3Error:
+        return False
+    return True
