@@ -57,6 +57,14 @@ done
 echo
 kubectl get productimports -n "$NS"
 echo
+echo "The loaders ran as Pods of the image built from this checkout, on a real kubelet:"
+kubectl get nodes -o custom-columns='NODE:.metadata.name,RUNTIME:.status.nodeInfo.containerRuntimeVersion'
+kubectl get pods -n "$NS" --sort-by=.metadata.creationTimestamp \
+  -o custom-columns='POD:.metadata.name,IMAGE:.spec.containers[0].image,STATUS:.status.phase'
+echo "Their logs (kubectl logs -n $NS job/$(kubectl get pi "$rest_name" -n "$NS" -o jsonpath='{.status.jobName}')):"
+kubectl logs -n "$NS" "job/$(kubectl get pi "$rest_name" -n "$NS" -o jsonpath='{.status.jobName}')" |
+  grep progress: | sed 's/^/  /'
+echo
 echo "A few products of catalog 'magento' (GET .../catalogs/magento/products?limit=3):"
 curl -sS -H "Authorization: Bearer $PRODUCTIMPORT_API_TOKEN" \
   "$PRODUCTIMPORT_API_URL/api/v1/namespaces/$NS/catalogs/magento/products?limit=3" |
