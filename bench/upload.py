@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     from devenv.controlplane import DevEnv
 
     env = DevEnv()
-    values = env.up(with_services=False)
+    values = env.up(with_services=False, with_node=False)  # no Pods: MinIO is enough
     base = {**os.environ, **values}
     path = make_file(args.mib * 2**20)
     size = path.stat().st_size
