@@ -88,7 +88,11 @@ class ImportOptions(BaseModel):
     mapping: dict[str, str] = Field(default_factory=dict, description="source column -> field")
     mode: Mode = Mode.upsert
     dry_run: bool = False
-    import_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    # One path segment of the catalog's key space (imports/<id>/...): no slash, no "..",
+    # so an id can never name another catalog's folder.
+    import_id: str = Field(
+        default_factory=lambda: str(uuid.uuid4()), pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+    )
     csv: CsvOptions = Field(default_factory=CsvOptions)
     error_policy: ErrorPolicy = Field(default_factory=ErrorPolicy)
     memory_limit: str | None = Field(None, description="DuckDB memory_limit, e.g. 512MB")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -96,6 +97,20 @@ def _file_stamp(path: Path) -> tuple[int, int]:
     """Size and mtime: a file scanned twice must not change in between."""
     info = path.stat()
     return info.st_size, info.st_mtime_ns
+
+
+# A spreadsheet evaluates a cell that starts with one of these as a formula (=HYPERLINK,
+# =cmd|..., @SUM): a report of a hostile file must not run its text when opened.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """The cell as text a spreadsheet shows but never evaluates (OWASP's CSV injection
+    advice: a leading apostrophe); plain numbers such as -1 stay as they are."""
+    if cell.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
 
 
 def _reused_result(catalog: Catalog, import_id: str) -> ImportResult | None:
@@ -494,12 +509,15 @@ class ImportRun:
         return lambda record: starts.get(record - 1 + header, record + header)
 
     def _write_errors(self, workdir: Path, errors: list[ErrorRecord]) -> str:
+        """The full report: errors.csv for people (spreadsheet-safe), errors.json for
+        programs (the values exactly as they were in the file)."""
         csv_path, json_path = workdir / "errors.csv", workdir / "errors.json"
         with open(csv_path, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["line", "column", "code", "message", "value"])
             for e in errors:
-                writer.writerow([e.line, e.column or "", e.code, e.message, e.value or ""])
+                cells = (e.column or "", e.code, e.message, e.value or "")
+                writer.writerow([e.line, *map(spreadsheet_safe, cells)])
         with open(json_path, "w", encoding="utf-8") as handle:
             json.dump([e.model_dump() for e in errors], handle, ensure_ascii=False)
         self.store.upload(self.catalog.key(f"{self.prefix}/errors.csv"), csv_path, "text/csv")

@@ -349,3 +349,16 @@ def test_a_file_too_big_for_the_memory_limit_fails_with_advice_and_changes_nothi
     assert f"memory limit ({limit})" in result["message"]
     assert "spec.job.memoryLimit" in result["message"]
     assert result["catalogVersion"] == 1 and seeded.products() == before
+
+
+@pytest.mark.parametrize("import_id", ["../other/imports/x", "a/b", "..", "-rf", "x" * 129])
+def test_an_import_id_that_is_not_one_path_segment_is_refused(engine, import_id):
+    """The id names the import's folder (imports/<id>/): '../..' would write into another
+    catalog's folder of a local store. Refused before anything is written."""
+    good = engine.write("g.csv", rows(("A", "Alpha", "1")))
+    store = engine.store.root
+    result, code = engine.cli_json("import", str(good), "--catalog", "main", "--store",
+                                   str(store), "--import-id", import_id)  # fmt: skip
+    assert (result["phase"], result["reason"], code) == ("Failed", "InvalidOptions", 65)
+    assert "import_id" in result["message"]
+    assert not store.exists() or not any(p.is_file() for p in store.rglob("*"))

