@@ -31,6 +31,45 @@ def api_token(env: DevEnv) -> str:
     return path.read_text().strip()
 
 
+# The operator's own MinIO user: what it reads itself (results, progress), and the most an
+# import's credentials, which it mints with these keys, could ever be allowed
+# (docs/security.md). Never root: a session policy narrows its parent's rights.
+OPERATOR_STORE_USER = "productimport-operator"
+OPERATOR_STORE_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetObject"],
+         "Resource": [f"arn:aws:s3:::{UPLOAD_BUCKET}/*"]},
+        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+         "Resource": [f"arn:aws:s3:::{CATALOG_BUCKET}/*"]},
+        {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:CreateBucket"],
+         "Resource": [f"arn:aws:s3:::{CATALOG_BUCKET}"]},
+    ],
+}  # fmt: skip
+
+
+def operator_store_credentials(env: DevEnv) -> dict[str, str]:
+    """The operator's MinIO user, made (idempotently) with the root credentials."""
+    from minio.credentials import StaticProvider
+    from minio.minioadmin import MinioAdmin
+
+    path = env.layout.root / "minio-operator-secret"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    secret = path.read_text().strip()
+    root = env.env()
+    admin = MinioAdmin(
+        endpoint=root["MINIO_ENDPOINT"],
+        credentials=StaticProvider(root["MINIO_ACCESS_KEY"], root["MINIO_SECRET_KEY"]),
+        secure=False,
+    )
+    admin.user_add(OPERATOR_STORE_USER, secret)
+    admin.policy_add(OPERATOR_STORE_USER, policy=OPERATOR_STORE_POLICY)
+    admin.policy_set(OPERATOR_STORE_USER, user=OPERATOR_STORE_USER)
+    return {"MINIO_ACCESS_KEY": OPERATOR_STORE_USER, "MINIO_SECRET_KEY": secret}
+
+
 def _console_script(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
@@ -44,6 +83,7 @@ def components(env: DevEnv) -> list[Component]:
         lambda: http_ok(f"http://127.0.0.1:{p.operator_health}/healthz"),
         env={
             **base,
+            **operator_store_credentials(env),
             "PRODUCTIMPORT_OPERATOR_HEALTH_HOST": "127.0.0.1",
             "PRODUCTIMPORT_OPERATOR_HEALTH_PORT": str(p.operator_health),
             "PRODUCTIMPORT_OPERATOR_METRICS_PORT": str(p.operator_health + 1),

@@ -47,7 +47,8 @@ def phase_of(conditions: list[dict[str, Any]]) -> Phase:
     if by_type.get("Stalled") == TRUE or by_type.get("Succeeded") == FALSE:
         return Phase.Failed
     reasons = {c["type"]: c.get("reason") for c in conditions}
-    if reasons.get("Reconciling") == "Queued":
+    # Not started yet: behind another import of the catalog, or without its credentials.
+    if reasons.get("Reconciling") in ("Queued", "WaitingForStore"):
         return Phase.Queued
     return Phase.Running
 

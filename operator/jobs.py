@@ -116,7 +116,8 @@ def build_job(obj: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]
                 "imagePullPolicy": settings.image_pull_policy,
                 "command": list(settings.loader_command),
                 "args": loader_args(obj, spec, settings),
-                "envFrom": [{"secretRef": {"name": settings.loader_secret_name}}],
+                # Its own temporary credentials (operator/credentials.py), named as the Job.
+                "envFrom": [{"secretRef": {"name": name}}],
                 "env": [{"name": "TMPDIR", "value": "/tmp"}],
                 "resources": _resources(spec, settings),
                 "securityContext": {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 from datetime import UTC, datetime
 from typing import Any
@@ -79,11 +78,11 @@ class Kube:
 
     # -- the loader's MinIO credentials -------------------------------------------------
 
-    def ensure_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
-        """The Job's Pod can only read a Secret of its own namespace: keep a copy of the
-        loader's credentials there, owned by this operator (label), updated when they
-        change."""
-        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+    def put_secret(
+        self, namespace: str, name: str, data: dict[str, str], owner: dict[str, Any]
+    ) -> None:
+        """Create (or replace) a Secret owned by `owner`, so it goes when the owner does."""
+        meta = owner["metadata"]
         body = {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -92,18 +91,26 @@ class Kube:
                 "name": name,
                 "namespace": namespace,
                 "labels": {LABEL_MANAGED_BY: MANAGED_BY},
+                "ownerReferences": [
+                    {
+                        "apiVersion": f"{GROUP}/{VERSION}",
+                        "kind": KIND,
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                    }
+                ],
             },
-            "data": encoded,
+            "stringData": data,
         }
-        existing = _or_none(self.core.read_namespaced_secret, name, namespace)
-        if existing is None:
-            try:
-                self.core.create_namespaced_secret(namespace, body)
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-        elif (existing.data or {}) != encoded:
+        try:
+            self.core.create_namespaced_secret(namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
             self.core.replace_namespaced_secret(name, namespace, body)
+
+    def delete_secret(self, namespace: str, name: str) -> None:
+        _or_none(self.core.delete_namespaced_secret, name, namespace)
 
     # -- Events -------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from productimport.engine.errors import EXIT_TEMPORARY, TemporaryFailure
 from productimport.models.product import ImportResult
 from productimport.models.resource import GROUP, Phase, ProductImportSpec
-from productimport.operator import metrics
+from productimport.operator import credentials, metrics
 from productimport.operator.conditions import is_terminal, phase_of, status_patch
 from productimport.operator.jobs import build_job, job_name
 from productimport.operator.kube import Kube
@@ -35,6 +35,8 @@ from productimport.operator.store import ImportReports
 log = logging.getLogger(__name__)
 
 ANNOTATION_CANCEL = f"{GROUP}/cancel-requested"
+# What earlier versions copied into every import namespace: the operator's own MinIO keys.
+LEGACY_SHARED_SECRET = "productimport-loader-minio"
 NORMAL, WARNING = "Normal", "Warning"
 
 
@@ -252,8 +254,20 @@ class Reconciler:
             if self._patch_if_changed(obj, status_patch("queued", "Queued", message, obj)):
                 self.kube.event(obj, NORMAL, "Queued", message)
             return False
-        self._ensure_loader_secret(meta["namespace"])
+        try:
+            credentials.check_source(meta["namespace"], spec, self.settings.upload_bucket)
+        except credentials.SourceNotAllowed as exc:
+            self._finish_failed(obj, "SourceNotAllowed", str(exc))
+            return True
         job = build_job(obj, self.settings)
+        try:
+            self._loader_credentials(obj, spec, job["metadata"]["name"])
+        except TemporaryFailure as exc:
+            # No Job without its credentials: say why it waits; reconcile() retries, and
+            # fails the import after store_retry_seconds.
+            message = f"cannot start the import yet: {exc}"
+            self._patch_if_changed(obj, status_patch("queued", "WaitingForStore", message, obj))
+            raise
         created = self.kube.create_job(job)
         name = job["metadata"]["name"]
         if created:
@@ -269,19 +283,18 @@ class Reconciler:
         self._patch_if_changed(obj, status)
         return False
 
-    def _ensure_loader_secret(self, namespace: str) -> None:
-        m = self.settings.minio
-        self.kube.ensure_secret(
-            namespace,
-            self.settings.loader_secret_name,
-            {
-                "MINIO_ENDPOINT": m.endpoint,
-                "MINIO_ACCESS_KEY": m.access_key,
-                "MINIO_SECRET_KEY": m.secret_key,
-                "MINIO_SECURE": "true" if m.secure else "false",
-                **({"MINIO_REGION": m.region} if m.region else {}),
-            },
+    def _loader_credentials(self, obj: dict[str, Any], spec: ProductImportSpec, name: str) -> None:
+        """The Job's own MinIO credentials, scoped to its source and catalog, in a Secret
+        named as the Job and owned by the import."""
+        namespace = obj["metadata"]["namespace"]
+        bucket, prefix = credentials.store_location(self.settings.store)
+        policy = credentials.session_policy(namespace, spec, bucket, prefix)
+        data = credentials.mint(
+            self.settings.minio, policy, self.settings.loader_credentials_seconds
         )
+        self.kube.put_secret(namespace, name, data, owner=obj)
+        # Versions before this one left the operator's own keys here: take them away.
+        self.kube.delete_secret(namespace, LEGACY_SHARED_SECRET)
 
     def _start_next(self, namespace: str, catalog: str) -> None:
         """The catalog is free: give it to the next import now, not at its next poll."""
@@ -425,6 +438,9 @@ class Reconciler:
         if started:
             metrics.import_duration.observe((datetime.now(UTC) - started).total_seconds())
         self._missing_results.pop(obj["metadata"]["uid"], None)
+        # The loader is done with its credentials (a Job that is still running was
+        # deleted before a terminal status was written).
+        self.kube.delete_secret(obj["metadata"]["namespace"], job_name(obj))
         webhook = ((obj.get("spec") or {}).get("notify") or {}).get("webhook")
         if webhook:
             post_outcome(webhook, obj, status)

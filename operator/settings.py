@@ -28,8 +28,13 @@ class OperatorSettings(BaseSettings):
     image_pull_policy: str = "IfNotPresent"
     loader_command: list[str] = Field(default_factory=lambda: ["productimport"])
     loader_service_account: str | None = None
-    loader_secret_name: str = "productimport-loader-minio"
     store: str = "s3://catalog"
+    # Object sources must lie in this bucket under the import's namespace (the API's
+    # upload bucket).
+    upload_bucket: str = "uploads"
+    # How long an import's own MinIO credentials last (STS; at least an hour). They must
+    # outlast the Job, retries included; the operator deletes them when the import ends.
+    loader_credentials_seconds: int = 12 * 3600
     backoff_limit: int = 3
     job_ttl_seconds: int = 86400
     default_cpu_request: str = "250m"

@@ -26,6 +26,8 @@ class MinioSettings(BaseSettings):
     secret_key: str = ""
     secure: bool = False
     region: str | None = None
+    # Set with temporary credentials (an import Job's, minted by the operator).
+    session_token: str | None = None
 
 
 def minio_client(settings: MinioSettings | None = None) -> Minio:
@@ -41,6 +43,7 @@ def minio_client(settings: MinioSettings | None = None) -> Minio:
         settings.endpoint,
         access_key=settings.access_key,
         secret_key=settings.secret_key,
+        session_token=settings.session_token or None,
         secure=settings.secure,
         region=settings.region,
         http_client=http,
@@ -75,7 +78,16 @@ class MinioObjectStore:
         if self._bucket_checked:
             return
         with _store_errors(f"checking bucket {self.bucket}"):
-            if not self.client.bucket_exists(self.bucket):
+            try:
+                exists = self.client.bucket_exists(self.bucket)
+            except S3Error as exc:
+                # An import's own credentials may touch its catalog's prefix only, not
+                # the bucket: it is there (the operator made it), or the first write
+                # says NoSuchBucket.
+                if exc.code != "AccessDenied":
+                    raise
+                exists = True
+            if not exists:
                 with contextlib.suppress(S3Error):
                     self.client.make_bucket(self.bucket)
         self._bucket_checked = True

@@ -80,7 +80,8 @@ def test_loader_arguments_carry_the_spec():
         assert expected in joined, expected
     assert container["resources"]["requests"]["cpu"] == "1"
     assert container["resources"]["limits"]["memory"] == "4Gi"
-    assert container["envFrom"][0]["secretRef"]["name"] == OperatorSettings().loader_secret_name
+    # Its own credentials, in the Secret named as its Job (one per import).
+    assert container["envFrom"] == [{"secretRef": {"name": job_name(OBJ)}}]
 
 
 def test_url_source_is_passed_through():

@@ -1,0 +1,49 @@
+"""Which sources an import may name, and what its credentials allow (pure; the attacks
+against the running system are in test_tenant_isolation.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from productimport.models.resource import ProductImportSpec
+from productimport.operator.credentials import (
+    SourceNotAllowed,
+    check_source,
+    session_policy,
+    store_location,
+)
+
+
+def _spec(source: dict) -> ProductImportSpec:
+    return ProductImportSpec.model_validate({"catalog": "main", "source": source})
+
+
+def test_an_object_source_must_lie_in_the_uploads_of_its_own_namespace():
+    check_source(
+        "shop-a", _spec({"object": {"bucket": "uploads", "key": "shop-a/x.csv"}}), "uploads"
+    )
+    check_source("shop-a", _spec({"url": "https://example.com/feed.csv"}), "uploads")
+    for bucket, key in [
+        ("uploads", "shop-b/x.csv"),  # another tenant
+        ("uploads", "shop-ab/x.csv"),  # a namespace whose name starts alike
+        ("catalog", "shop-a/main/CURRENT"),  # a catalog object, even its own
+        ("uploads", "shop-a/../shop-b/x.csv"),
+        ("uploads", "shop-a/*"),
+        ("uploads", "shop-a/${aws:username}"),
+    ]:
+        with pytest.raises(SourceNotAllowed):
+            check_source("shop-a", _spec({"object": {"bucket": bucket, "key": key}}), "uploads")
+
+
+def test_the_session_policy_names_its_source_and_its_catalog_prefix_only():
+    spec = _spec({"object": {"bucket": "uploads", "key": "shop-a/2026/x.csv"}})
+    policy = session_policy("shop-a", spec, *store_location("s3://catalog/tenants"))
+    resources = {r for s in policy["Statement"] for r in s["Resource"]}
+    assert resources == {
+        "arn:aws:s3:::catalog/tenants/shop-a/main/*",
+        "arn:aws:s3:::uploads/shop-a/2026/x.csv",
+    }
+    actions = {a for s in policy["Statement"] for a in s["Action"]}
+    assert actions == {"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"}
+    url = session_policy("shop-a", _spec({"url": "https://example.com/f.csv"}), "catalog", "")
+    assert all("uploads" not in r for s in url["Statement"] for r in s["Resource"])
