@@ -37,10 +37,11 @@ def finished(cluster, name: str, ns: str) -> dict:
     return wait_for(f"{ns}/{name} to finish", probe)
 
 
-def upload(minio, data: bytes | Path, suffix: str = ".csv") -> dict[str, str]:
+def upload(minio, ns: str, data: bytes | Path, suffix: str = ".csv") -> dict[str, str]:
+    """Put a file where an import of namespace `ns` may read it (uploads/<ns>/...)."""
     if not minio.bucket_exists("uploads"):
         minio.make_bucket("uploads")
-    key = f"tests/{uuid.uuid4()}{suffix}"
+    key = f"{ns}/tests/{uuid.uuid4()}{suffix}"
     body = data.read_bytes() if isinstance(data, Path) else data
     minio.put_object("uploads", key, io.BytesIO(body), len(body))
     return {"bucket": "uploads", "key": key}

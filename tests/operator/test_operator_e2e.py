@@ -39,7 +39,7 @@ pytestmark = pytest.mark.cluster
 
 def test_a_real_file_imports_and_kubectl_get_shows_the_counts(cluster, minio):
     ns = cluster.namespace("op")
-    apply(cluster, "magento", ns, upload(minio, MAGENTO))
+    apply(cluster, "magento", ns, upload(minio, ns, MAGENTO))
     obj = finished(cluster, "magento", ns)
     status = obj["status"]
     assert status["phase"] == "Succeeded", status
@@ -67,7 +67,7 @@ def test_a_real_file_imports_and_kubectl_get_shows_the_counts(cluster, minio):
 def test_an_invalid_file_fails_with_a_reason_and_an_error_report(cluster, minio):
     ns = cluster.namespace("op")
     rows = ["sku,name,price,currency"] + [f"S{i},Name {i},-{i}.50,EUR" for i in range(1, 40)]
-    apply(cluster, "negative", ns, upload(minio, ("\n".join(rows) + "\n").encode()))
+    apply(cluster, "negative", ns, upload(minio, ns, ("\n".join(rows) + "\n").encode()))
     status = finished(cluster, "negative", ns)["status"]
     assert status["phase"] == "Failed"
     assert status["reason"] == "ErrorPolicyExceeded", status
@@ -86,7 +86,7 @@ def test_an_invalid_file_fails_with_a_reason_and_an_error_report(cluster, minio)
 
 def test_a_missing_source_object_fails_at_once(cluster, minio):
     ns = cluster.namespace("op")
-    apply(cluster, "ghost", ns, {"bucket": "uploads", "key": "tests/does-not-exist.csv"})
+    apply(cluster, "ghost", ns, {"bucket": "uploads", "key": f"{ns}/does-not-exist.csv"})
     status = finished(cluster, "ghost", ns)["status"]
     assert status["phase"] == "Failed" and status["reason"] == "SourceNotFound", status
     assert "does-not-exist.csv" in status["message"]
@@ -94,7 +94,7 @@ def test_a_missing_source_object_fails_at_once(cluster, minio):
 
 def test_imports_into_one_catalog_run_one_after_the_other(cluster, minio):
     ns = cluster.namespace("op")
-    source = upload(minio, MAGENTO)
+    source = upload(minio, ns, MAGENTO)
     names = ["first", "second", "third"]
     # Applied while the operator is down, so all three wait at once when it starts: the
     # queue, not the speed of a 2-second import, decides the order.
@@ -132,7 +132,7 @@ def test_operator_killed_before_the_jobexists(cluster, minio):
     ns = cluster.namespace("op")
     _kill_operator(cluster)
     try:
-        apply(cluster, "early", ns, upload(minio, MAGENTO))
+        apply(cluster, "early", ns, upload(minio, ns, MAGENTO))
         time.sleep(2)
         assert jobs_of(cluster, ns) == []
     finally:
@@ -144,7 +144,7 @@ def test_operator_killed_before_the_jobexists(cluster, minio):
 
 def test_operator_killed_while_the_job_runs(cluster, minio):
     ns = cluster.namespace("op")
-    apply(cluster, "midway", ns, upload(minio, MAGENTO))
+    apply(cluster, "midway", ns, upload(minio, ns, MAGENTO))
     wait_for("the Job", lambda: jobs_of(cluster, ns))
     _kill_operator(cluster)
     _start_operator(cluster)
@@ -155,7 +155,7 @@ def test_operator_killed_while_the_job_runs(cluster, minio):
 
 def test_operator_killed_after_the_job_finished_before_the_status(cluster, minio):
     ns = cluster.namespace("op")
-    apply(cluster, "late", ns, upload(minio, MAGENTO))
+    apply(cluster, "late", ns, upload(minio, ns, MAGENTO))
     wait_for("the Job", lambda: jobs_of(cluster, ns))
     _kill_operator(cluster)
     try:
@@ -190,7 +190,7 @@ def test_progress_is_visible_while_running_and_the_webhook_hears_the_outcome(clu
     server = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     rows = "".join(f"P-{i:07d},Product {i},{i % 500}.25,EUR\n" for i in range(300_000))
-    source = upload(minio, ("sku,name,price,currency\n" + rows).encode())
+    source = upload(minio, ns, ("sku,name,price,currency\n" + rows).encode())
     loader: str | None = None
     try:
         apply(
@@ -236,12 +236,39 @@ def test_progress_is_visible_while_running_and_the_webhook_hears_the_outcome(clu
         server.shutdown()
 
 
-def test_minio_unavailable_is_retried_then_fails_with_a_reason(cluster, minio):
+def test_an_import_waits_for_minio_to_get_its_credentials_then_runs(cluster, minio):
+    """No Job starts without its own credentials, which MinIO issues: while MinIO is down
+    the import says it waits for the store, and it runs once MinIO is back."""
     ns = cluster.namespace("op")
-    source = upload(minio, MAGENTO)
+    source = upload(minio, ns, MAGENTO)
     cluster.devenv.sup.stop("minio")
     try:
-        apply(cluster, "nostore", ns, source, job={"activeDeadlineSeconds": 600})
+        apply(cluster, "nostore", ns, source)
+
+        def waiting():
+            status = (get(cluster, "pi", "nostore", ns) or {}).get("status") or {}
+            return status if status.get("reason") == "WaitingForStore" else None
+
+        status = wait_for("the import to wait for the store", waiting)
+        assert status["phase"] == "Queued" and "MinIO" in status["message"], status
+        assert jobs_of(cluster, ns) == []
+    finally:
+        cluster.devenv.up()  # MinIO back
+    status = finished(cluster, "nostore", ns)["status"]
+    assert status["phase"] == "Succeeded" and status["counts"]["created"] == 1994, status
+
+
+def test_minio_lost_while_the_loader_runs_is_retried_then_fails_with_a_reason(cluster, minio):
+    ns = cluster.namespace("op")
+    # Large enough (seconds of work) that the loader is caught while it runs.
+    rows = "".join(f"P-{i:07d},Product {i},{i % 500}.25,EUR\n" for i in range(300_000))
+    source = upload(minio, ns, ("sku,name,price,currency\n" + rows).encode())
+    apply(cluster, "lost", ns, source, job={"activeDeadlineSeconds": 600})
+    loader = wait_for("the loader container", lambda: running_loader(cluster, ns))
+    freeze(loader, True)  # before it has written anything: MinIO goes first
+    cluster.devenv.sup.stop("minio")
+    try:
+        freeze(loader, False)
 
         def retried():
             jobs = jobs_of(cluster, ns)
@@ -249,15 +276,18 @@ def test_minio_unavailable_is_retried_then_fails_with_a_reason(cluster, minio):
 
         wait_for("the loader to be retried", retried)
     finally:
+        with contextlib.suppress(OSError, DevEnvError):
+            freeze(loader, False)
         cluster.devenv.up()  # MinIO back
-    status = finished(cluster, "nostore", ns)["status"]
-    # Either the retries outlasted the outage, or the import recovered on a later attempt:
-    # both are right; what must never happen is a failure without a reason.
+    status = finished(cluster, "lost", ns)["status"]
+    # Either the retries outlasted the outage, or the import recovered on a later attempt
+    # (its credentials outlive a MinIO restart): both are right; what must never happen
+    # is a failure without a reason.
     if status["phase"] == "Failed":
         assert status["reason"] in ("StoreUnavailable", "BackoffLimitExceeded"), status
         assert "MinIO" in status["message"] or "temporary" in status["message"], status
     else:
-        assert status["counts"]["created"] == 1994
+        assert status["counts"]["created"] == 300_000
 
 
 def test_an_unreachable_url_is_retried_then_fails_with_the_loaders_reason(cluster):
@@ -279,7 +309,7 @@ def test_an_unreachable_url_is_retried_then_fails_with_the_loaders_reason(cluste
 
 def test_an_import_out_of_memory_fails_at_once_with_advice(cluster, minio):
     ns = cluster.namespace("op")
-    apply(cluster, "tight", ns, upload(minio, MAGENTO), job={"memoryLimit": "20MB"})
+    apply(cluster, "tight", ns, upload(minio, ns, MAGENTO), job={"memoryLimit": "20MB"})
     status = finished(cluster, "tight", ns)["status"]
     assert status["phase"] == "Failed" and status["reason"] == "OutOfMemory", status
     assert "spec.job.memoryLimit" in status["message"]

@@ -68,7 +68,7 @@ def test_the_loader_runs_as_the_image_user_and_spills_to_its_tmp_volume(cluster,
     host, under the kubelet's pod directory), and the import must still succeed."""
     ns = cluster.namespace("node")
     # 600k rows under 128 MB: DuckDB must spill (measured with the CLI), with room to spare.
-    apply(cluster, "spill", ns, upload(minio, _products(600_000)), job={"memoryLimit": "128MB"})
+    apply(cluster, "spill", ns, upload(minio, ns, _products(600_000)), job={"memoryLimit": "128MB"})
     loader = wait_for("the loader container", lambda: running_loader(cluster, ns))
     node.freeze(loader, True)
     try:
@@ -98,7 +98,7 @@ def test_the_loader_runs_as_the_image_user_and_spills_to_its_tmp_volume(cluster,
 
 def test_kubectl_logs_of_a_loader_pod_show_its_progress(cluster, minio):
     ns = cluster.namespace("node")
-    apply(cluster, "logged", ns, upload(minio, _products(50_000)))
+    apply(cluster, "logged", ns, upload(minio, ns, _products(50_000)))
     status = finished(cluster, "logged", ns)["status"]
     assert status["phase"] == "Succeeded", status
     logs = cluster.kubectl("logs", "-n", ns, f"job/{status['jobName']}").stdout
@@ -114,7 +114,7 @@ def test_a_loader_over_its_memory_limit_is_oomkilled_and_fails_without_a_retry(c
     ns = cluster.namespace("node")
     resources = {"requests": {"memory": "64Mi"}, "limits": {"memory": "128Mi"}}
     job = {"memoryLimit": "2GB", "resources": resources}
-    apply(cluster, "oom", ns, upload(minio, _products(300_000)), job=job)
+    apply(cluster, "oom", ns, upload(minio, ns, _products(300_000)), job=job)
     status = finished(cluster, "oom", ns)["status"]
     assert status["phase"] == "Failed" and status["reason"] == "OutOfMemory", status
     assert "killed at its container's memory limit" in status["message"]
@@ -129,7 +129,7 @@ def test_an_absent_image_fails_the_import_with_the_kubelets_reason(cluster, mini
     ns = cluster.namespace("node")
     absent = "localhost/productimport-absent:never-built"
     with _operator_with(cluster, PRODUCTIMPORT_OPERATOR_IMAGE=absent):
-        apply(cluster, "noimage", ns, upload(minio, b"sku,name\nA,a\n"))
+        apply(cluster, "noimage", ns, upload(minio, ns, b"sku,name\nA,a\n"))
         status = finished(cluster, "noimage", ns)["status"]
     assert status["phase"] == "Failed" and status["reason"] == "ImageUnavailable", status
     assert "ErrImageNeverPull" in status["message"] and absent in status["message"]
@@ -159,7 +159,7 @@ def test_a_root_image_is_refused_by_run_as_non_root(cluster, minio):
     starts, and the import must say so."""
     ns = cluster.namespace("node")
     with _operator_with(cluster, PRODUCTIMPORT_OPERATOR_IMAGE=_root_image(cluster)):
-        apply(cluster, "asroot", ns, upload(minio, b"sku,name\nA,a\n"))
+        apply(cluster, "asroot", ns, upload(minio, ns, b"sku,name\nA,a\n"))
         status = finished(cluster, "asroot", ns)["status"]
     assert status["phase"] == "Failed" and status["reason"] == "PodCannotStart", status
     assert "runAsNonRoot" in status["message"] and "root" in status["message"]

@@ -1,0 +1,155 @@
+"""Tenant isolation, attacked as a tenant would: an editor of namespace A (the built-in
+`edit` role, which reads Secrets and creates ProductImports) against namespace B's
+uploads and catalog, on the running system (API server, MinIO, operator, loader Pods).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from imports_support import MAGENTO, apply, finished, get, jobs_of, running_loader, upload
+from kubernetes import client as k8s
+from minio import Minio
+from minio.commonconfig import CopySource
+from minio.error import S3Error
+
+from devenv.component import DevEnvError
+from devenv.node import freeze
+from devenv.waiting import wait_for
+from productimport.operator.reconcile import LEGACY_SHARED_SECRET
+
+pytestmark = pytest.mark.cluster
+
+GROUP, VERSION = "catalog.productimport.dev", "v1alpha1"
+
+
+@dataclass
+class Tenants:
+    a: str
+    b: str
+    b_upload: str  # the key of B's uploaded file
+    editor: k8s.ApiClient  # A's editor: the `edit` ClusterRole in A, nothing else
+
+
+@pytest.fixture(scope="module")
+def tenants(cluster, minio) -> Tenants:
+    a, b = cluster.namespace("tenant-a"), cluster.namespace("tenant-b")
+    source = upload(minio, b, MAGENTO)
+    apply(cluster, "b-import", b, source)
+    assert finished(cluster, "b-import", b)["status"]["phase"] == "Succeeded"
+    cluster.kubectl("create", "serviceaccount", "editor", "-n", a)
+    cluster.kubectl("create", "rolebinding", "editor", "-n", a, "--clusterrole=edit",
+                    f"--serviceaccount={a}:editor")  # fmt: skip
+    # What the chart aggregates into `edit` (its edit role; no chart is installed here).
+    cluster.kubectl("create", "role", "productimport-edit", "-n", a,
+                    "--verb=create,get,list,watch",
+                    "--resource=productimports.catalog.productimport.dev")  # fmt: skip
+    cluster.kubectl("create", "rolebinding", "productimport-edit", "-n", a,
+                    "--role=productimport-edit", f"--serviceaccount={a}:editor")  # fmt: skip
+    token = cluster.kubectl("create", "token", "editor", "-n", a).stdout.strip()
+    config = k8s.Configuration()
+    config.host = cluster.devenv.layout.apiserver_url
+    config.ssl_ca_cert = str(cluster.devenv.layout.root / "pki" / "ca.crt")
+    config.api_key = {"authorization": f"Bearer {token}"}
+    return Tenants(a, b, source["key"], k8s.ApiClient(config))
+
+
+def _pointer(minio: Minio, tenants: Tenants) -> str:
+    return minio.stat_object("catalog", f"{tenants.b}/main/CURRENT").etag
+
+
+def _denied(attempt: Callable[[], object]) -> None:
+    with pytest.raises(S3Error) as caught:
+        attempt()
+    assert caught.value.code == "AccessDenied", caught.value
+
+
+def test_the_credentials_an_editor_can_read_open_nothing_of_another_tenant(cluster, minio, tenants):
+    a, b = tenants.a, tenants.b
+    before = _pointer(minio, tenants)
+    # What versions before 0.2 left in every import namespace: the operator's own keys.
+    cluster.kubectl("create", "secret", "generic", LEGACY_SHARED_SECRET, "-n", a,
+                    "--from-literal=MINIO_ACCESS_KEY=old")  # fmt: skip
+    # A running import, so that A holds an import's credentials while the editor looks.
+    rows = "".join(f"P-{i:07d},Product {i},{i % 500}.25,EUR\n" for i in range(300_000))
+    apply(cluster, "a-import", a, upload(minio, a, ("sku,name,price,currency\n" + rows).encode()))
+    loader = wait_for("A's loader", lambda: running_loader(cluster, a))
+    freeze(loader, True)
+    try:
+        secrets = k8s.CoreV1Api(tenants.editor).list_namespaced_secret(a).items
+        found = [
+            {k: base64.b64decode(v).decode() for k, v in (s.data or {}).items()}
+            for s in secrets
+            if "MINIO_SECRET_KEY" in (s.data or {})
+        ]
+        # The premise: the editor reads the import's credentials (and nothing older).
+        assert len(found) == 1, [s.metadata.name for s in secrets]
+        assert LEGACY_SHARED_SECRET not in {s.metadata.name for s in secrets}
+        creds = found[0]
+        stolen = Minio(
+            creds["MINIO_ENDPOINT"], creds["MINIO_ACCESS_KEY"], creds["MINIO_SECRET_KEY"],
+            session_token=creds["MINIO_SESSION_TOKEN"], region=creds["MINIO_REGION"],
+            secure=False,
+        )  # fmt: skip
+        pointer = f"{b}/main/CURRENT"
+        _denied(lambda: stolen.get_object("catalog", pointer).read())
+        _denied(lambda: stolen.stat_object("catalog", pointer))
+        _denied(lambda: stolen.get_object("uploads", tenants.b_upload).read())
+        evil = io.BytesIO(b'{"version": 99}')
+        _denied(lambda: stolen.put_object("catalog", pointer, evil, 15))
+        _denied(lambda: stolen.put_object("uploads", f"{b}/planted.csv", io.BytesIO(b"x"), 1))
+        _denied(lambda: list(stolen.list_objects("catalog", recursive=True)))
+        _denied(lambda: list(stolen.list_objects("uploads", prefix=f"{b}/", recursive=True)))
+        # Copying B's object into A's own catalog prefix (allowed to write) is still a read.
+        own = f"{a}/main/imports/stolen"
+        _denied(lambda: stolen.copy_object("catalog", own, CopySource("catalog", pointer)))
+        # Another catalog of A itself is out of reach too: the credentials are per import.
+        _denied(lambda: stolen.get_object("catalog", f"{a}/other/CURRENT").read())
+    finally:
+        with contextlib.suppress(OSError, DevEnvError):
+            freeze(loader, False)
+    status = finished(cluster, "a-import", a)["status"]
+    assert status["phase"] == "Succeeded", status  # the scoped credentials suffice
+    assert _pointer(minio, tenants) == before
+    # The import's credentials are gone with its end.
+    left = k8s.CoreV1Api(tenants.editor).list_namespaced_secret(a).items
+    assert not [s for s in left if "MINIO_SECRET_KEY" in (s.data or {})]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        lambda t: {"bucket": "catalog", "key": f"{t.b}/main/CURRENT"},
+        lambda t: {"bucket": "uploads", "key": t.b_upload},
+        lambda t: {"bucket": "uploads", "key": f"{t.a}/../{t.b_upload}"},
+        lambda t: {"bucket": "uploads", "key": f"{t.a}/*"},
+    ],
+    ids=["other-catalog", "other-upload", "dot-dot", "wildcard"],
+)
+def test_an_import_of_another_tenants_object_is_refused_and_changes_nothing(
+    cluster, minio, tenants, source, request
+):
+    """The confused deputy: only `create productimports` is needed to ask the loader to
+    read any object. The operator refuses it before any credential or Job exists."""
+    a = tenants.a
+    before = _pointer(minio, tenants)
+    name = f"deputy-{request.node.callspec.id}"
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ProductImport",
+        "metadata": {"name": name},
+        "spec": {"catalog": "loot", "source": {"object": source(tenants)}},
+    }  # fmt: skip
+    k8s.CustomObjectsApi(tenants.editor).create_namespaced_custom_object(
+        GROUP, VERSION, a, "productimports", body
+    )
+    status = finished(cluster, name, a)["status"]
+    assert status["phase"] == "Failed" and status["reason"] == "SourceNotAllowed", status
+    assert f"under {a}/" in status["message"] or "may not contain" in status["message"]
+    assert not [j for j in jobs_of(cluster, a) if j["metadata"]["name"].startswith(name)]
+    assert _pointer(minio, tenants) == before
+    assert get(cluster, "pi", name, a)["status"].get("catalogVersion") in (None, 0)
