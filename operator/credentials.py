@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from minio.credentials import AssumeRoleProvider
 
 from productimport.engine.errors import TemporaryFailure
-from productimport.engine.objectstore import MinioSettings
+from productimport.engine.objectstore import MinioObjectStore, MinioSettings, minio_client
 from productimport.models.resource import ProductImportSpec
 
 # MinIO's policy language treats these as wildcards or variables in a resource: a key
@@ -85,6 +85,12 @@ def session_policy(
             }
         )
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def ensure_store_bucket(settings: MinioSettings, bucket: str) -> None:
+    """Create the catalog bucket if it is missing: the loader's credentials reach only
+    its catalog's prefix, so it can no longer do that itself."""
+    MinioObjectStore(minio_client(settings), bucket).ensure_bucket()
 
 
 def mint(settings: MinioSettings, policy: dict[str, Any], seconds: int) -> dict[str, str]:

@@ -288,6 +288,7 @@ class Reconciler:
         named as the Job and owned by the import."""
         namespace = obj["metadata"]["namespace"]
         bucket, prefix = credentials.store_location(self.settings.store)
+        credentials.ensure_store_bucket(self.settings.minio, bucket)
         policy = credentials.session_policy(namespace, spec, bucket, prefix)
         data = credentials.mint(
             self.settings.minio, policy, self.settings.loader_credentials_seconds

@@ -74,7 +74,7 @@ class MinioObjectStore:
     def ref(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
-    def _ensure_bucket(self) -> None:
+    def ensure_bucket(self) -> None:
         if self._bucket_checked:
             return
         with _store_errors(f"checking bucket {self.bucket}"):
@@ -115,7 +115,7 @@ class MinioObjectStore:
         return data, etag
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        self._ensure_bucket()
+        self.ensure_bucket()
         with _store_errors(f"writing {self.ref(key)}"):
             self.client.put_object(
                 self.bucket, self._key(key), io.BytesIO(data), len(data), content_type=content_type
@@ -127,7 +127,7 @@ class MinioObjectStore:
         minio-py's put_object cannot send conditional headers, so this goes through the
         client's own signed request path; MinIO answers 412 when the condition fails.
         """
-        self._ensure_bucket()
+        self.ensure_bucket()
         condition = {"If-Match": etag} if etag else {"If-None-Match": "*"}
         headers = {"Content-Type": "application/json", **condition}
         with _store_errors(f"writing {self.ref(key)}"):
@@ -142,7 +142,7 @@ class MinioObjectStore:
         return response.headers.get("ETag", "")
 
     def upload(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
-        self._ensure_bucket()
+        self.ensure_bucket()
         with _store_errors(f"uploading {self.ref(key)}"):
             self.client.fput_object(
                 self.bucket, self._key(key), str(path), content_type=content_type
