@@ -57,9 +57,9 @@ class CatalogReader:
     def page(self, snap: Snapshot, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
         if snap.path is None:
             return 0, []
-        import duckdb  # imported lazily: the upload path never needs it
+        from productimport.engine import sandbox  # lazily: the upload path never needs DuckDB
 
-        with duckdb.connect() as con:
+        with sandbox.connect(files=[snap.path]) as con:
             source = f"read_parquet('{_quote(snap.path)}')"
             (total,) = con.execute(f"SELECT count(*) FROM {source}").fetchone()  # type: ignore[misc]
             cursor = con.execute(
@@ -70,9 +70,9 @@ class CatalogReader:
     def get(self, snap: Snapshot, sku: str) -> dict[str, Any] | None:
         if snap.path is None:
             return None
-        import duckdb
+        from productimport.engine import sandbox
 
-        with duckdb.connect() as con:
+        with sandbox.connect(files=[snap.path]) as con:
             cursor = con.execute(
                 f"SELECT * FROM read_parquet('{_quote(snap.path)}') WHERE sku = ?", [sku]
             )

@@ -9,6 +9,7 @@ from typing import Any
 
 import duckdb
 
+from productimport.engine import sandbox
 from productimport.engine.catalog import Catalog, Manifest
 from productimport.engine.parse import sql_string
 from productimport.models.product import HIDDEN_COLUMNS, attributes_dict
@@ -62,7 +63,7 @@ def list_products(
     path = _local_snapshot(catalog, manifest) if manifest else None
     if path is None:
         return [], 0
-    with duckdb.connect() as con:
+    with sandbox.connect(files=[path]) as con:
         source = f"read_parquet({sql_string(str(path))})"
         total = con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]  # type: ignore[index]
         products = _rows(
@@ -76,7 +77,7 @@ def get_product(catalog: Catalog, sku: str, version: int | None = None) -> dict[
     path = _local_snapshot(catalog, manifest) if manifest else None
     if path is None:
         return None
-    with duckdb.connect() as con:
+    with sandbox.connect(files=[path]) as con:
         found = _rows(
             con, f"SELECT * FROM read_parquet({sql_string(str(path))}) WHERE sku = ?", [sku]
         )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 
+from productimport.engine import sandbox
 from productimport.engine.catalog import Catalog
 from productimport.engine.errors import (
     CommitConflict,
@@ -189,14 +190,19 @@ class ImportRun:
 
     # -- steps -----------------------------------------------------------------------
     def _connect(self, workdir: Path) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect(
+        # The SQL may touch this import's work directory (the fetched source, the
+        # snapshots, the spill) and a local source file where it lies; nothing else.
+        local = self.options.source if "://" not in self.options.source else None
+        con = sandbox.connect(
+            directories=[workdir],
+            files=[Path(local)] if local and Path(local).is_file() else [],
             config={
                 "temp_directory": str(workdir / "duckdb-spill"),
                 # Nothing here depends on the order rows come out of a query (record
                 # numbers come from a streaming window that keeps file order anyway);
                 # keeping it would buffer whole results before writing them.
                 "preserve_insertion_order": False,
-            }
+            },
         )
         con.execute(
             f"SET memory_limit = {sql_string(self.options.memory_limit or DEFAULT_MEMORY_LIMIT)}"
