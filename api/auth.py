@@ -5,14 +5,19 @@ Two modes behind one interface:
   (`*` = every namespace). For development and the local dev environment.
 - kubernetes: the API asks the cluster. TokenReview says who the bearer is,
   SubjectAccessReview says whether they may `verb` productimports in the namespace, so
-  REST callers and kubectl users share one permission model (RBAC).
+  REST callers and kubectl users share one permission model (RBAC). A token counts only
+  when it was issued for the API's audience (`kubectl create token SA --audience
+  productimport`): a token taken from some Pod, issued for the API server, does not.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -130,28 +135,47 @@ class StaticTokenAuth:
 
 class KubernetesAuth:
     """TokenReview + SubjectAccessReview. The API's own ServiceAccount needs
-    `create` on tokenreviews and subjectaccessreviews (system:auth-delegator)."""
+    `create` on tokenreviews and subjectaccessreviews (system:auth-delegator).
 
-    def __init__(self, api_client: k8s.ApiClient, audiences: list[str] | None = None) -> None:
+    A token's review is kept for REVIEW_TTL seconds (at most REVIEW_CACHE entries), so a
+    client's burst of calls costs the API server one review, not one per call."""
+
+    REVIEW_TTL = 10.0
+    REVIEW_CACHE = 4096
+
+    def __init__(self, api_client: k8s.ApiClient, audiences: list[str]) -> None:
         self._authn = k8s.AuthenticationV1Api(api_client)
         self._authz = k8s.AuthorizationV1Api(api_client)
         self._audiences = audiences
+        self._reviewed: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
 
     async def authenticate(self, token: str) -> Principal:
+        key = hashlib.sha256(token.encode()).hexdigest()
+        cached = self._reviewed.get(key)
+        if cached and time.monotonic() - cached[0] < self.REVIEW_TTL:
+            return cached[1]
         review = k8s.V1TokenReview(
             spec=k8s.V1TokenReviewSpec(token=token, audiences=self._audiences)
         )
         result = await anyio.to_thread.run_sync(self._authn.create_token_review, review)
         status = result.status
         if not status or not status.authenticated or not status.user:
-            raise unauthenticated("the bearer token is not valid for this cluster")
+            raise unauthenticated(
+                "the bearer token is not valid for this API (a ServiceAccount token must "
+                f"be issued for audience {', '.join(self._audiences)}: kubectl create "
+                f"token SA --audience {self._audiences[0]})"
+            )
         user = status.user
-        return Principal(
+        principal = Principal(
             name=user.username or "",
             groups=tuple(user.groups or ()),
             uid=user.uid or "",
             extra={k: list(v) for k, v in (user.extra or {}).items()},
         )
+        self._reviewed[key] = (time.monotonic(), principal)
+        while len(self._reviewed) > self.REVIEW_CACHE:
+            self._reviewed.popitem(last=False)
+        return principal
 
     async def authorize(self, principal: Principal, verb: str, namespace: str) -> None:
         review = k8s.V1SubjectAccessReview(

@@ -43,7 +43,8 @@ def build_services(settings: ApiSettings, metrics: ApiMetrics | None = None) -> 
     kube = make_kube_client(settings)
     auth: Authenticator
     if settings.auth_mode == AuthMode.kubernetes:
-        auth = KubernetesAuth(kube)
+        audiences = [a.strip() for a in settings.token_audiences.split(",") if a.strip()]
+        auth = KubernetesAuth(kube, audiences)
     else:
         auth = StaticTokenAuth.from_sources(settings.tokens_file, settings.tokens)
     return Services(

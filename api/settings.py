@@ -28,6 +28,9 @@ class ApiSettings(BaseSettings):
     log_level: str = "INFO"
 
     auth_mode: AuthMode = AuthMode.static
+    # Kubernetes mode: the audiences a bearer token must be issued for (comma-separated).
+    # Not the API server's own: a token taken from any Pod would then be accepted.
+    token_audiences: str = "productimport"
     # Static mode: a YAML/JSON file `{"tokens": [{"name", "token", "namespaces": [...]}]}`
     # (a mounted Secret in a cluster), and/or the same document inline.
     tokens_file: str | None = None

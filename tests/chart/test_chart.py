@@ -463,8 +463,16 @@ def test_helm_install_imports_a_file_uploaded_through_the_charts_api(
         cluster.kubectl("create", "rolebinding", "uploader", "-n", tenant,
                         f"--clusterrole={home}-{fullname}-edit",
                         f"--serviceaccount={tenant}:uploader")  # fmt: skip
-        token = cluster.kubectl("create", "token", "uploader", "-n", tenant).stdout.strip()
-        stranger = cluster.kubectl("create", "token", "stranger", "-n", tenant).stdout.strip()
+
+        def token_for(account: str, *audience: str) -> str:
+            return cluster.kubectl("create", "token", account, "-n", tenant,
+                                   *audience).stdout.strip()  # fmt: skip
+
+        token = token_for("uploader", "--audience", "productimport")
+        stranger = token_for("stranger", "--audience", "productimport")
+        # The uploader's token as a Pod mounts it (for the API server): replayed to the
+        # API it must not count, or any Pod's token would open the API (issue 12, 9).
+        for_the_apiserver = token_for("uploader")
 
         # The API's Service, as a client inside the cluster would reach it (kube-proxy's
         # rules take the host's connection to a ready Pod).
@@ -493,6 +501,8 @@ def test_helm_install_imports_a_file_uploaded_through_the_charts_api(
                 )  # fmt: skip
 
         assert upload(None).status_code == 401
+        refused = upload(for_the_apiserver)
+        assert refused.status_code == 401 and "--audience productimport" in refused.text
         # A valid token without the right to create ProductImports there (RBAC, asked
         # by the API through a SubjectAccessReview).
         assert upload(stranger).status_code == 403
