@@ -12,6 +12,8 @@ from enum import StrEnum
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from productimport.engine.objectstore import MinioSettings
+
 MiB = 1024 * 1024
 
 
@@ -41,13 +43,6 @@ class ApiSettings(BaseSettings):
         default=None, validation_alias=AliasChoices("PRODUCTIMPORT_API_KUBECONFIG", "KUBECONFIG")
     )
 
-    # MinIO, shared with the loader.
-    minio_endpoint: str = Field(default="127.0.0.1:9000", validation_alias="MINIO_ENDPOINT")
-    minio_access_key: str = Field(default="minioadmin", validation_alias="MINIO_ACCESS_KEY")
-    minio_secret_key: str = Field(default="minioadmin", validation_alias="MINIO_SECRET_KEY")
-    minio_secure: bool = Field(default=False, validation_alias="MINIO_SECURE")
-    minio_region: str | None = Field(default=None, validation_alias="MINIO_REGION")
-
     # Uploaded source files go here under generated keys.
     upload_bucket: str = "uploads"
     # The loader's store (`--store s3://BUCKET[/prefix]`): import reports and catalogs.
@@ -73,3 +68,9 @@ class ApiSettings(BaseSettings):
 
     # The SaaS-compatible route: catalog used when `catalog_id` is absent.
     saas_default_catalog: str = "main"
+
+    @property
+    def minio(self) -> MinioSettings:
+        """MinIO, from the same MINIO_* variables as the operator and the loader (one
+        settings class for all three; no default credentials)."""
+        return MinioSettings()

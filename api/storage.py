@@ -26,6 +26,7 @@ from minio.datatypes import Part
 from minio.error import S3Error
 
 from productimport.api.settings import ApiSettings
+from productimport.engine.objectstore import minio_client
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,7 @@ MIN_PART_SIZE = 5 * 1024 * 1024  # S3: every part but the last is at least 5 MiB
 
 
 def make_minio(settings: ApiSettings) -> Minio:
-    return Minio(
-        settings.minio_endpoint,
-        access_key=settings.minio_access_key,
-        secret_key=settings.minio_secret_key,
-        secure=settings.minio_secure,
-        region=settings.minio_region,
-    )
+    return minio_client(settings.minio)
 
 
 class MultipartWriter:
