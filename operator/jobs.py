@@ -164,8 +164,10 @@ def build_job(obj: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]
         },
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},
     }
-    if spec.job and spec.job.activeDeadlineSeconds:
-        job_spec["activeDeadlineSeconds"] = spec.job.activeDeadlineSeconds
+    job_spec["activeDeadlineSeconds"] = (
+        spec.job.activeDeadlineSeconds if spec.job and spec.job.activeDeadlineSeconds
+        else settings.default_active_deadline_seconds
+    )  # fmt: skip
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -36,6 +36,9 @@ class OperatorSettings(BaseSettings):
     # outlast the Job, retries included; the operator deletes them when the import ends.
     loader_credentials_seconds: int = 12 * 3600
     backoff_limit: int = 3
+    # A Job without spec.job.activeDeadlineSeconds gets this one: a loader stuck (or
+    # evicted and re-created) forever would hold its catalog's queue forever.
+    default_active_deadline_seconds: int = 6 * 3600
     job_ttl_seconds: int = 86400
     default_cpu_request: str = "250m"
     default_memory_request: str = "512Mi"

@@ -45,6 +45,11 @@ def test_job_is_owned_retried_on_infrastructure_only_and_cleaned_up():
     assert owner["uid"] == OBJ["metadata"]["uid"] and owner["controller"] is True
     spec = job["spec"]
     assert spec["ttlSecondsAfterFinished"] > 0
+    # A deadline even when the ProductImport names none (a stuck Job holds its catalog).
+    assert spec["activeDeadlineSeconds"] == OperatorSettings().default_active_deadline_seconds
+    own = copy.deepcopy(OBJ)
+    own["spec"]["job"]["activeDeadlineSeconds"] = 60
+    assert build_job(own, OperatorSettings())["spec"]["activeDeadlineSeconds"] == 60
     disrupted, fail_fast = spec["podFailurePolicy"]["rules"]
     # A drained node's Pod is SIGKILLed too: that rule must come before the exit codes.
     assert disrupted["action"] == "Ignore"
