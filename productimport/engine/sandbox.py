@@ -17,9 +17,11 @@ from typing import Any
 
 import duckdb
 
+from productimport.engine.parse import sql_string
+
 
 def _sql_list(values: Iterable[str]) -> str:
-    return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
+    return "[" + ", ".join(map(sql_string, values)) + "]"
 
 
 def _spellings(path: Path) -> tuple[Path, Path]:
