@@ -55,7 +55,7 @@ from productimport.engine.parse import (
 )
 from productimport.engine.presets import Projection, project
 from productimport.engine.progress import ProgressReporter
-from productimport.engine.source import LocalSource, describe, fetch
+from productimport.engine.source import LocalSource, describe, fetch, local_path
 from productimport.engine.validate import (
     CHECKED_FIELDS,
     RAW_OF,
@@ -192,10 +192,10 @@ class ImportRun:
     def _connect(self, workdir: Path) -> duckdb.DuckDBPyConnection:
         # The SQL may touch this import's work directory (the fetched source, the
         # snapshots, the spill) and a local source file where it lies; nothing else.
-        local = self.options.source if "://" not in self.options.source else None
+        local = local_path(self.options.source)
         con = sandbox.connect(
             directories=[workdir],
-            files=[Path(local)] if local and Path(local).is_file() else [],
+            files=[local] if local and local.is_file() else [],
             config={
                 "temp_directory": str(workdir / "duckdb-spill"),
                 # Nothing here depends on the order rows come out of a query (record

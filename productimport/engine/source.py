@@ -26,6 +26,13 @@ class LocalSource:
     name: str  # what the user gave, for messages
 
 
+def local_path(source: str) -> Path | None:
+    """`source` as a path on this machine, or None for a URL (s3://, https://, ...); a
+    one-letter scheme is a Windows drive, not a URL."""
+    scheme = urlparse(source).scheme
+    return None if scheme and len(scheme) > 1 else Path(source)
+
+
 def fetch(source: str, workdir: Path) -> tuple[Path, str]:
     """Return a local path for `source` (a path, s3://bucket/key or an http(s) URL)."""
     scheme = urlparse(source).scheme
@@ -38,9 +45,9 @@ def fetch(source: str, workdir: Path) -> tuple[Path, str]:
         target = workdir / f"source-{name}"
         _download(source, target)
         return target, name
-    if scheme and len(scheme) > 1:
+    path = local_path(source)
+    if path is None:
         raise InvalidOptions(f"unsupported source scheme {scheme!r}: use a path, s3:// or https://")
-    path = Path(source)
     if not path.is_file():
         raise SourceNotFound(f"source file {source} does not exist")
     return path, path.name
