@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlsplit
 
 from minio.credentials import AssumeRoleProvider
 
 from productimport.engine.errors import TemporaryFailure
-from productimport.engine.objectstore import MinioObjectStore, MinioSettings, minio_client
+from productimport.engine.objectstore import MinioSettings
 from productimport.models.resource import ProductImportSpec
 
 # MinIO's policy language treats these as wildcards or variables in a resource: a key
@@ -33,15 +32,6 @@ DEFAULT_REGION = "us-east-1"
 
 class SourceNotAllowed(ValueError):
     """The import names an object outside its own namespace's uploads."""
-
-
-def store_location(store: str) -> tuple[str, str]:
-    """(bucket, prefix) of the loader's store URL, s3://BUCKET[/prefix]."""
-    parts = urlsplit(store)
-    if parts.scheme != "s3" or not parts.netloc:
-        raise ValueError(f"the operator's store must be s3://BUCKET[/prefix], not {store!r}")
-    prefix = parts.path.strip("/")
-    return parts.netloc, f"{prefix}/" if prefix else ""
 
 
 def check_source(namespace: str, spec: ProductImportSpec, upload_bucket: str) -> None:
@@ -61,36 +51,29 @@ def check_source(namespace: str, spec: ProductImportSpec, upload_bucket: str) ->
         raise SourceNotAllowed(f"{where}: a source key may not contain '..', '*', '?' or '$'")
 
 
-def session_policy(
-    namespace: str, spec: ProductImportSpec, store_bucket: str, store_prefix: str
-) -> dict[str, Any]:
-    """The loader's permissions: its source (read), its catalog's prefix (read, write,
-    abort a multipart upload). No listing (MinIO's s3:prefix condition can be satisfied
-    by a request header on the version pinned here), no delete, nothing of the bucket."""
-    catalog = f"arn:aws:s3:::{store_bucket}/{store_prefix}{namespace}/{spec.catalog}/*"
+def session_policy(catalog_objects: str, source: str | None) -> dict[str, Any]:
+    """The loader's permissions, from s3:// references: its catalog's objects (read,
+    write, abort a multipart upload; `catalog_objects` ends in a wildcard) and its source
+    object (read). No listing (MinIO's s3:prefix condition can be satisfied by a request
+    header on the version pinned here), no delete, nothing of the bucket."""
+
+    def arn(ref: str) -> str:
+        if not ref.startswith("s3://"):
+            raise ValueError(f"the operator's store and sources must be s3://, not {ref!r}")
+        return "arn:aws:s3:::" + ref.removeprefix("s3://")
+
     statements: list[dict[str, Any]] = [
         {
             "Effect": "Allow",
             "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
-            "Resource": [catalog],
+            "Resource": [arn(catalog_objects)],
         },
     ]
-    if spec.source.object is not None:
-        src = spec.source.object
+    if source is not None:
         statements.append(
-            {
-                "Effect": "Allow",
-                "Action": ["s3:GetObject"],
-                "Resource": [f"arn:aws:s3:::{src.bucket}/{src.key}"],
-            }
+            {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [arn(source)]}
         )
     return {"Version": "2012-10-17", "Statement": statements}
-
-
-def ensure_store_bucket(settings: MinioSettings, bucket: str) -> None:
-    """Create the catalog bucket if it is missing: the loader's credentials reach only
-    its catalog's prefix, so it can no longer do that itself."""
-    MinioObjectStore(minio_client(settings), bucket).ensure_bucket()
 
 
 def mint(settings: MinioSettings, policy: dict[str, Any], seconds: int) -> dict[str, str]:

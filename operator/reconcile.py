@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from productimport.engine.catalog import Catalog
 from productimport.engine.errors import EXIT_TEMPORARY, TemporaryFailure
 from productimport.models.product import ImportResult
 from productimport.models.resource import GROUP, Phase, ProductImportSpec
@@ -75,11 +76,11 @@ def _cannot_start(pods: list[dict[str, Any]], pull_grace: float) -> tuple[str, s
     now = datetime.now(UTC)
     for pod in pods:
         created = _parse_time(pod["metadata"].get("creationTimestamp")) or now
+        waited = (now - created).total_seconds()
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
             waiting = (cs.get("state") or {}).get("waiting") or {}
             why = waiting.get("reason", "")
             reason = CANNOT_START.get(why)
-            waited = (now - created).total_seconds()
             if reason is None and why in PULL_BACKOFF and waited >= pull_grace:
                 reason = PULL_BACKOFF[why]
             if reason is not None:
@@ -287,9 +288,15 @@ class Reconciler:
         """The Job's own MinIO credentials, scoped to its source and catalog, in a Secret
         named as the Job and owned by the import."""
         namespace = obj["metadata"]["namespace"]
-        bucket, prefix = credentials.store_location(self.settings.store)
-        credentials.ensure_store_bucket(self.settings.minio, bucket)
-        policy = credentials.session_policy(namespace, spec, bucket, prefix)
+        # The loader cannot create the bucket with these credentials: the operator does
+        # (once per process; the store remembers it checked).
+        self.reports.store.ensure_bucket()
+        # The catalog's keys exactly as the loader names them (same Catalog, same store).
+        catalog = Catalog(self.reports.store, namespace, spec.catalog)
+        src = spec.source.object
+        policy = credentials.session_policy(
+            catalog.ref("*"), f"s3://{src.bucket}/{src.key}" if src else None
+        )
         data = credentials.mint(
             self.settings.minio, policy, self.settings.loader_credentials_seconds
         )

@@ -50,6 +50,7 @@ class ObjectStore(Protocol):
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> Iterator[str]: ...
     def delete(self, key: str) -> None: ...
+    def ensure_bucket(self) -> None: ...
 
 
 class LocalObjectStore:
@@ -154,6 +155,9 @@ class LocalObjectStore:
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
+
+    def ensure_bucket(self) -> None:
+        """A directory store has no bucket; its folders are made by the writes."""
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:

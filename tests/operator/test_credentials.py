@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from productimport.engine.catalog import Catalog
+from productimport.engine.objectstore import open_store
 from productimport.models.resource import ProductImportSpec
-from productimport.operator.credentials import (
-    SourceNotAllowed,
-    check_source,
-    session_policy,
-    store_location,
-)
+from productimport.operator.credentials import SourceNotAllowed, check_source, session_policy
 
 
 def _spec(source: dict) -> ProductImportSpec:
@@ -36,8 +33,10 @@ def test_an_object_source_must_lie_in_the_uploads_of_its_own_namespace():
 
 
 def test_the_session_policy_names_its_source_and_its_catalog_prefix_only():
-    spec = _spec({"object": {"bucket": "uploads", "key": "shop-a/2026/x.csv"}})
-    policy = session_policy("shop-a", spec, *store_location("s3://catalog/tenants"))
+    # The catalog as the loader opens it (--store s3://catalog/tenants), so the policy
+    # covers exactly the keys the loader writes.
+    catalog = Catalog(open_store("s3://catalog/tenants"), "shop-a", "main")
+    policy = session_policy(catalog.ref("*"), "s3://uploads/shop-a/2026/x.csv")
     resources = {r for s in policy["Statement"] for r in s["Resource"]}
     assert resources == {
         "arn:aws:s3:::catalog/tenants/shop-a/main/*",
@@ -45,5 +44,7 @@ def test_the_session_policy_names_its_source_and_its_catalog_prefix_only():
     }
     actions = {a for s in policy["Statement"] for a in s["Action"]}
     assert actions == {"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"}
-    url = session_policy("shop-a", _spec({"url": "https://example.com/f.csv"}), "catalog", "")
+    url = session_policy(catalog.ref("*"), None)  # a URL source: nothing in MinIO to read
     assert all("uploads" not in r for s in url["Statement"] for r in s["Resource"])
+    with pytest.raises(ValueError):
+        session_policy("/var/store/shop-a/main/*", None)  # a directory store has no ARN
