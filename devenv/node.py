@@ -70,9 +70,7 @@ class NodePaths:
         self.root = layout.root / "node"
 
     def sub(self, name: str) -> Path:
-        path = self.root / name
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return self.layout.sub(f"node/{name}")
 
     @property
     def containerd_socket(self) -> Path:

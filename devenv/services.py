@@ -22,13 +22,18 @@ CATALOG_BUCKET = "catalog"
 UPLOAD_BUCKET = "uploads"
 
 
-def api_token(env: DevEnv) -> str:
-    """A static token allowed on every namespace, generated once per dev directory."""
-    path = env.layout.root / "api-token"
+def _generated_secret(env: DevEnv, name: str) -> str:
+    """A random secret made once per dev directory and kept there (mode 0600)."""
+    path = env.layout.root / name
     if not path.exists():
         path.write_text(secrets.token_urlsafe(32))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def api_token(env: DevEnv) -> str:
+    """A static token allowed on every namespace, generated once per dev directory."""
+    return _generated_secret(env, "api-token")
 
 
 # The operator's own MinIO user: what it reads itself (results, progress), and the most an
@@ -53,11 +58,7 @@ def operator_store_credentials(env: DevEnv) -> dict[str, str]:
     from minio.credentials import StaticProvider
     from minio.minioadmin import MinioAdmin
 
-    path = env.layout.root / "minio-operator-secret"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(24))
-        path.chmod(0o600)
-    secret = path.read_text().strip()
+    secret = _generated_secret(env, "minio-operator-secret")
     root = env.env()
     admin = MinioAdmin(
         endpoint=root["MINIO_ENDPOINT"],
