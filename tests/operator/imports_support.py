@@ -37,6 +37,13 @@ def finished(cluster, name: str, ns: str) -> dict:
     return wait_for(f"{ns}/{name} to finish", probe)
 
 
+def products_csv(rows: int) -> bytes:
+    """A valid native-preset file of `rows` generated products (seconds of loader work at
+    a few hundred thousand rows: long enough to catch the loader while it runs)."""
+    body = "".join(f"P-{i:07d},Product {i},{i % 500}.25,EUR\n" for i in range(rows))
+    return ("sku,name,price,currency\n" + body).encode()
+
+
 def upload(minio, ns: str, data: bytes | Path, suffix: str = ".csv") -> dict[str, str]:
     """Put a file where an import of namespace `ns` may read it (uploads/<ns>/...)."""
     if not minio.bucket_exists("uploads"):

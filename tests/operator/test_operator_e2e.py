@@ -25,6 +25,7 @@ from imports_support import (
     get,
     jobs_of,
     phase,
+    products_csv,
     running_loader,
     upload,
 )
@@ -189,8 +190,7 @@ def test_progress_is_visible_while_running_and_the_webhook_hears_the_outcome(clu
 
     server = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    rows = "".join(f"P-{i:07d},Product {i},{i % 500}.25,EUR\n" for i in range(300_000))
-    source = upload(minio, ns, ("sku,name,price,currency\n" + rows).encode())
+    source = upload(minio, ns, products_csv(300_000))
     loader: str | None = None
     try:
         apply(
@@ -261,8 +261,7 @@ def test_an_import_waits_for_minio_to_get_its_credentials_then_runs(cluster, min
 def test_minio_lost_while_the_loader_runs_is_retried_then_fails_with_a_reason(cluster, minio):
     ns = cluster.namespace("op")
     # Large enough (seconds of work) that the loader is caught while it runs.
-    rows = "".join(f"P-{i:07d},Product {i},{i % 500}.25,EUR\n" for i in range(300_000))
-    source = upload(minio, ns, ("sku,name,price,currency\n" + rows).encode())
+    source = upload(minio, ns, products_csv(300_000))
     apply(cluster, "lost", ns, source, job={"activeDeadlineSeconds": 600})
     loader = wait_for("the loader container", lambda: running_loader(cluster, ns))
     freeze(loader, True)  # before it has written anything: MinIO goes first

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from imports_support import apply, finished, jobs_of, running_loader, upload
+from imports_support import apply, finished, jobs_of, products_csv, running_loader, upload
 
 from devenv import images, node, services
 from devenv.component import DevEnvError
@@ -24,11 +24,6 @@ from devenv.waiting import wait_for
 pytestmark = pytest.mark.cluster
 
 IMAGE_USER = 10001  # the Dockerfile's USER
-
-
-def _products(rows: int) -> bytes:
-    body = "".join(f"P-{i:07d},Product {i},{i % 500}.25,EUR\n" for i in range(rows))
-    return ("sku,name,price,currency\n" + body).encode()
 
 
 def _pods(cluster, ns: str) -> list[dict]:
@@ -68,7 +63,9 @@ def test_the_loader_runs_as_the_image_user_and_spills_to_its_tmp_volume(cluster,
     host, under the kubelet's pod directory), and the import must still succeed."""
     ns = cluster.namespace("node")
     # 600k rows under 128 MB: DuckDB must spill (measured with the CLI), with room to spare.
-    apply(cluster, "spill", ns, upload(minio, ns, _products(600_000)), job={"memoryLimit": "128MB"})
+    apply(
+        cluster, "spill", ns, upload(minio, ns, products_csv(600_000)), job={"memoryLimit": "128MB"}
+    )
     loader = wait_for("the loader container", lambda: running_loader(cluster, ns))
     node.freeze(loader, True)
     try:
@@ -98,7 +95,7 @@ def test_the_loader_runs_as_the_image_user_and_spills_to_its_tmp_volume(cluster,
 
 def test_kubectl_logs_of_a_loader_pod_show_its_progress(cluster, minio):
     ns = cluster.namespace("node")
-    apply(cluster, "logged", ns, upload(minio, ns, _products(50_000)))
+    apply(cluster, "logged", ns, upload(minio, ns, products_csv(50_000)))
     status = finished(cluster, "logged", ns)["status"]
     assert status["phase"] == "Succeeded", status
     logs = cluster.kubectl("logs", "-n", ns, f"job/{status['jobName']}").stdout
@@ -114,7 +111,7 @@ def test_a_loader_over_its_memory_limit_is_oomkilled_and_fails_without_a_retry(c
     ns = cluster.namespace("node")
     resources = {"requests": {"memory": "64Mi"}, "limits": {"memory": "128Mi"}}
     job = {"memoryLimit": "2GB", "resources": resources}
-    apply(cluster, "oom", ns, upload(minio, ns, _products(300_000)), job=job)
+    apply(cluster, "oom", ns, upload(minio, ns, products_csv(300_000)), job=job)
     status = finished(cluster, "oom", ns)["status"]
     assert status["phase"] == "Failed" and status["reason"] == "OutOfMemory", status
     assert "killed at its container's memory limit" in status["message"]

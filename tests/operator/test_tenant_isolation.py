@@ -12,7 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-from imports_support import MAGENTO, apply, finished, get, jobs_of, running_loader, upload
+from imports_support import (
+    MAGENTO,
+    apply,
+    finished,
+    get,
+    jobs_of,
+    products_csv,
+    running_loader,
+    upload,
+)
 from kubernetes import client as k8s
 from minio import Minio
 from minio.commonconfig import CopySource
@@ -76,8 +85,7 @@ def test_the_credentials_an_editor_can_read_open_nothing_of_another_tenant(clust
     cluster.kubectl("create", "secret", "generic", LEGACY_SHARED_SECRET, "-n", a,
                     "--from-literal=MINIO_ACCESS_KEY=old")  # fmt: skip
     # A running import, so that A holds an import's credentials while the editor looks.
-    rows = "".join(f"P-{i:07d},Product {i},{i % 500}.25,EUR\n" for i in range(300_000))
-    apply(cluster, "a-import", a, upload(minio, a, ("sku,name,price,currency\n" + rows).encode()))
+    apply(cluster, "a-import", a, upload(minio, a, products_csv(300_000)))
     loader = wait_for("A's loader", lambda: running_loader(cluster, a))
     freeze(loader, True)
     try:
