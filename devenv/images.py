@@ -420,6 +420,9 @@ def _ctr(address: Path) -> list[str]:
     return ["ctr", "--address", str(address), "--namespace", "k8s.io"]
 
 
+IMPORT_ATTEMPTS = 3
+
+
 def load(image_ref: str, ctr_address: Path, stamp_dir: Path) -> bool:
     """Loads image_ref from buildah's storage into the containerd at ctr_address, under
     that same name and unpacked for its overlayfs snapshotter (what the kubelet needs to
@@ -438,8 +441,18 @@ def load(image_ref: str, ctr_address: Path, stamp_dir: Path) -> bool:
         # keeps that name; an OCI archive carries only the tag.
         archive = Path(tmp) / "image.tar"
         _run(["buildah", "push", "--quiet", image_ref, f"docker-archive:{archive}:{image_ref}"])
-        # ctr unpacks what it imports into its default snapshotter, overlayfs.
-        _run([*_ctr(ctr_address), "images", "import", str(archive)])
+        # ctr unpacks what it imports into its default snapshotter, overlayfs. The tag
+        # moving off the previous build leaves that build's snapshots unreferenced, and
+        # containerd 1.6 may collect one while this unpack stacks onto it ("parent
+        # snapshot ... does not exist: not found", seen on a dev-up after a code change):
+        # the next attempt unpacks from what is there then.
+        for attempt in range(IMPORT_ATTEMPTS):
+            try:
+                _run([*_ctr(ctr_address), "images", "import", str(archive)])
+                break
+            except ImageError as exc:
+                if "does not exist" not in str(exc) or attempt == IMPORT_ATTEMPTS - 1:
+                    raise
     stamp_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(current + "\n")
     return True
