@@ -44,6 +44,17 @@ class SourceNotFound(ImportFailure):
     reason = "SourceNotFound"
 
 
+class SourceNotAllowed(ImportFailure):
+    """The administrator's egress policy refuses the source URL (its scheme, its address
+    or a redirect's): retrying cannot help."""
+
+    reason = "SourceNotAllowed"
+
+
+class SourceTooLarge(ImportFailure):
+    reason = "SourceTooLarge"
+
+
 class ResourcesExhausted(ImportFailure):
     """DuckDB could not stay within its memory limit (or its spill space ran out).
 
