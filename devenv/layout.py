@@ -30,6 +30,9 @@ class Ports:
     kube_proxy_healthz: int = 20256
     kube_proxy_metrics: int = 20249
     containerd_stream: int = 20010
+    # The tests' own HTTPS servers (source feeds, webhook receivers) on the bridge's
+    # address: the only private endpoints the dev egress policy allows (services.py).
+    test_receivers: tuple[int, int] = (18443, 18444)
 
 
 @dataclass(frozen=True)

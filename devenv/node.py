@@ -254,6 +254,9 @@ def _kubelet_config(paths: NodePaths, pki: pki_mod.Pki) -> Path:
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "localStorageCapacityIsolation": True,
+        # How often the kubelet measures emptyDir usage (default 1m): a loader over its
+        # /tmp sizeLimit is evicted within seconds, so tests of that wait seconds.
+        "volumeStatsAggPeriod": "5s",
         "serializeImagePulls": False,
     }
     return write_if_changed(paths.root / "kubelet.yaml", yaml.safe_dump(config, sort_keys=False))

@@ -165,6 +165,15 @@ def ensure(pki_dir: Path, host_ip: str, node_name: str) -> Pki:
         "apiserver-kubelet-client", _name("kube-apiserver-kubelet-client", "system:masters"), client
     )
 
+    # The tests' HTTPS servers (feeds, webhook receivers) on this machine.
+    issue(
+        "test-receiver",
+        _name("productimport-test-receiver"),
+        server,
+        ("localhost",),
+        ("127.0.0.1", host_ip),
+    )
+
     if not pki.sa_key.exists():
         sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         _write_key(pki.sa_key, sa)

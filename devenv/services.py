@@ -71,6 +71,18 @@ def operator_store_credentials(env: DevEnv) -> dict[str, str]:
     return {"MINIO_ACCESS_KEY": OPERATOR_STORE_USER, "MINIO_SECRET_KEY": secret}
 
 
+def egress_policy(env: DevEnv) -> dict[str, str]:
+    """Outbound requests of the operator (webhooks) and its loaders (URL sources): as in
+    production (public https only), except for the tests' own receivers on the bridge,
+    whose certificates the dev CA signs."""
+    L = env.layout
+    allow = [{"cidr": f"{L.network.host_ip}/32", "ports": list(L.ports.test_receivers)}]
+    return {
+        "PRODUCTIMPORT_EGRESS_ALLOW": json.dumps(allow),
+        "SSL_CERT_FILE": str(L.sub("pki") / "ca.crt"),
+    }
+
+
 def _console_script(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
@@ -96,6 +108,8 @@ def components(env: DevEnv) -> list[Component]:
             # Two cores: the chart's 250m per import would queue the tests' imports
             # behind the scheduler for CPU nobody uses.
             "PRODUCTIMPORT_OPERATOR_DEFAULT_CPU_REQUEST": "50m",
+            "PRODUCTIMPORT_OPERATOR_WEBHOOK_SIGNING_KEY": _generated_secret(env, "webhook-key"),
+            **egress_policy(env),
             "PYTHONPATH": str(REPO),
         },
     )

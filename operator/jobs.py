@@ -83,12 +83,16 @@ def _resources(spec: ProductImportSpec, settings: OperatorSettings) -> dict[str,
         "cpu": settings.default_cpu_request,
         "memory": settings.default_memory_request,
     }
-    limits: dict[str, Any] = {"memory": settings.default_memory_limit}
+    limits: dict[str, Any] = {
+        "memory": settings.default_memory_limit,
+        "ephemeral-storage": settings.default_tmp_size,
+    }
     wanted = spec.job.resources if spec.job and spec.job.resources else None
     for have, asked in ((requests, wanted and wanted.requests), (limits, wanted and wanted.limits)):
         if asked:
             # Quantities may be written as numbers (cpu: 1); the API wants strings.
-            have.update({k: str(v) for k, v in asked.model_dump(exclude_none=True).items()})
+            dumped = asked.model_dump(exclude_none=True, by_alias=True)
+            have.update({k: str(v) for k, v in dumped.items()})
     return {"requests": requests, "limits": limits}
 
 
@@ -103,6 +107,7 @@ def build_job(obj: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]
         "app.kubernetes.io/name": "productimport",
         "app.kubernetes.io/component": "loader",
     }
+    resources = _resources(spec, settings)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         # The loader talks to MinIO only: it gets no Kubernetes credentials at all.
@@ -118,19 +123,29 @@ def build_job(obj: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]
                 "args": loader_args(obj, spec, settings),
                 # Its own temporary credentials (operator/credentials.py), named as the Job.
                 "envFrom": [{"secretRef": {"name": name}}],
-                "env": [{"name": "TMPDIR", "value": "/tmp"}],
-                "resources": _resources(spec, settings),
+                "env": [
+                    {"name": "TMPDIR", "value": "/tmp"},
+                    # The administrator's outbound policy for URL sources (productimport/
+                    # egress.py): the loader enforces it where it connects.
+                    *({"name": k, "value": v} for k, v in settings.egress.environment().items()),
+                ],
+                "resources": resources,
                 "securityContext": {
                     "allowPrivilegeEscalation": False,
                     "readOnlyRootFilesystem": True,
                     "capabilities": {"drop": ["ALL"]},
                 },
-                # DuckDB spills here when the file is larger than its memory limit.
+                # Downloads, decompressed copies and DuckDB's spill files go here.
                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                 "terminationMessagePolicy": "FallbackToLogsOnError",
             }
         ],
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        # Sized to the container's ephemeral-storage limit: the kubelet evicts a loader
+        # that fills it (the operator then fails the import with reason
+        # DiskLimitExceeded) instead of letting it fill the node's disk.
+        "volumes": [
+            {"name": "tmp", "emptyDir": {"sizeLimit": resources["limits"]["ephemeral-storage"]}}
+        ],
     }
     if settings.loader_service_account:
         pod_spec["serviceAccountName"] = settings.loader_service_account

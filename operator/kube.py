@@ -79,29 +79,20 @@ class Kube:
     # -- the loader's MinIO credentials -------------------------------------------------
 
     def put_secret(
-        self, namespace: str, name: str, data: dict[str, str], owner: dict[str, Any]
+        self, namespace: str, name: str, data: dict[str, str], owner: dict[str, Any] | None = None
     ) -> None:
-        """Create (or replace) a Secret owned by `owner`, so it goes when the owner does."""
-        meta = owner["metadata"]
-        body = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "Opaque",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": {LABEL_MANAGED_BY: MANAGED_BY},
-                "ownerReferences": [
-                    {
-                        "apiVersion": f"{GROUP}/{VERSION}",
-                        "kind": KIND,
-                        "name": meta["name"],
-                        "uid": meta["uid"],
-                    }
-                ],
-            },
-            "stringData": data,
+        """Create (or replace) a Secret; owned by `owner`, it goes when the owner does."""
+        metadata: dict[str, Any] = {
+            "name": name,
+            "namespace": namespace,
+            "labels": {LABEL_MANAGED_BY: MANAGED_BY},
         }
+        if owner is not None:
+            meta = owner["metadata"]
+            owned_by = {"kind": KIND, "name": meta["name"], "uid": meta["uid"]}
+            metadata["ownerReferences"] = [{"apiVersion": f"{GROUP}/{VERSION}", **owned_by}]
+        body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": metadata}
+        body["stringData"] = data
         try:
             self.core.create_namespaced_secret(namespace, body)
         except ApiException as exc:

@@ -29,7 +29,7 @@ from productimport.operator import credentials, metrics
 from productimport.operator.conditions import is_terminal, phase_of, status_patch
 from productimport.operator.jobs import build_job, job_name
 from productimport.operator.kube import Kube
-from productimport.operator.notify import post_outcome
+from productimport.operator.notify import SIGNING_SECRET, Notifier
 from productimport.operator.settings import OperatorSettings
 from productimport.operator.store import ImportReports
 
@@ -120,6 +120,19 @@ class Reconciler:
         # Per import: passes that found a finished Job but no result, or no store at all.
         self._missing_results: dict[str, int] = defaultdict(int)
         self._store_down_since: dict[str, float] = {}
+        self._notifier: Notifier | None = None
+
+    @property
+    def notifier(self) -> Notifier:
+        """Webhook deliveries (made on first use: most imports have no webhook)."""
+        if self._notifier is None:
+            self._notifier = Notifier(
+                self.settings.signing_key(), self.settings.egress, self._webhook_failed
+            )
+        return self._notifier
+
+    def _webhook_failed(self, obj: dict[str, Any], why: str) -> None:
+        self.kube.event(obj, WARNING, "WebhookFailed", f"the outcome was not delivered: {why}")
 
     def _lock(self, namespace: str, catalog: str) -> threading.Lock:
         with self._guard:
@@ -374,7 +387,15 @@ class Reconciler:
             for cs in (pod.get("status") or {}).get("containerStatuses") or []
         ]
         last = next((t for t in reversed(terminated) if t), None)
-        if last:
+        evicted = _disk_eviction(pods)
+        if evicted:
+            reason = "DiskLimitExceeded"
+            message = (
+                f"the loader was evicted: {evicted} Raise "
+                "spec.job.resources.limits.ephemeral-storage (the Job's /tmp holds the "
+                "download, its decompressed copy and DuckDB's spill files)"
+            )
+        elif last:
             code = last.get("exitCode")
             tail = (last.get("message") or "").strip().splitlines()[-3:]
             detail = f"; last attempt exited with code {code}" + (
@@ -451,8 +472,25 @@ class Reconciler:
         self.kube.delete_secret(obj["metadata"]["namespace"], job_name(obj))
         webhook = ((obj.get("spec") or {}).get("notify") or {}).get("webhook")
         if webhook:
-            post_outcome(webhook, obj, status)
+            namespace = obj["metadata"]["namespace"]
+            # The namespace's key, where its receivers' owners can read it to verify.
+            self.kube.put_secret(namespace, SIGNING_SECRET, {"key": self.notifier.key(namespace)})
+            self.notifier.submit(webhook, obj, status)
         log.info(
             "import %s/%s %s: %s", obj["metadata"]["namespace"], obj["metadata"]["name"],
             phase.value, message,
         )  # fmt: skip
+
+
+def _disk_eviction(pods: list[dict[str, Any]]) -> str | None:
+    """The kubelet's message when it evicted a loader for the disk it used (its /tmp over
+    the sizeLimit, or the Pod over its ephemeral-storage limit); None otherwise. The
+    container is SIGKILLed (exit 137) without a DisruptionTarget condition, so the
+    Job's podFailurePolicy fails the Job at once, as it should: the same file fills the
+    same disk again."""
+    for pod in reversed(sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))):
+        status = pod.get("status") or {}
+        message = (status.get("message") or "").strip()
+        if status.get("reason") == "Evicted" and ("EmptyDir" in message or "ephemeral" in message):
+            return message
+    return None

@@ -6,10 +6,16 @@ serves all three.
 
 from __future__ import annotations
 
-from pydantic import Field
+import logging
+import secrets
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from productimport.egress import EgressSettings
 from productimport.engine.objectstore import MinioSettings
+
+log = logging.getLogger(__name__)
 
 
 class OperatorSettings(BaseSettings):
@@ -43,6 +49,9 @@ class OperatorSettings(BaseSettings):
     default_cpu_request: str = "250m"
     default_memory_request: str = "512Mi"
     default_memory_limit: str = "2Gi"
+    # The loader's /tmp (emptyDir sizeLimit) and its ephemeral-storage limit, unless the
+    # import asks for its own: a 10M-row file (5.5 GB) with its spill files fits.
+    default_tmp_size: str = "20Gi"
     default_threads: int | None = None
     default_duckdb_memory_limit: str | None = "1GB"
 
@@ -58,6 +67,9 @@ class OperatorSettings(BaseSettings):
     # (a registry can be down for a moment) before the import fails. An image that is
     # absent under pull policy Never, or a Pod the kubelet refuses to start, fails at once.
     image_pull_grace_seconds: float = 300.0
+    # Webhook signatures: each namespace's key is derived from this one (notify.py).
+    # Unset, a random key is made at start, and receivers' keys change with each restart.
+    webhook_signing_key: SecretStr | None = None
 
     @property
     def namespace_list(self) -> list[str]:
@@ -66,3 +78,17 @@ class OperatorSettings(BaseSettings):
     @property
     def minio(self) -> MinioSettings:
         return MinioSettings()
+
+    def signing_key(self) -> bytes:
+        if self.webhook_signing_key is None:
+            log.warning(
+                "PRODUCTIMPORT_OPERATOR_WEBHOOK_SIGNING_KEY is not set: the webhook "
+                "signing keys change when the operator restarts"
+            )
+            self.webhook_signing_key = SecretStr(secrets.token_hex(32))
+        return self.webhook_signing_key.get_secret_value().encode()
+
+    @property
+    def egress(self) -> EgressSettings:
+        """Outbound requests (URL sources, webhooks): PRODUCTIMPORT_EGRESS_*."""
+        return EgressSettings()

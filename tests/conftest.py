@@ -7,6 +7,7 @@ be obtained or started fails the tests that need it, with the reason.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import uuid
@@ -46,6 +47,11 @@ class Cluster:
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     env = DevEnv()
+    # Every test session holds a shared lock while it uses the environment, so the one
+    # that started it stops it only when no other session (a second terminal) still runs.
+    env.layout.root.mkdir(parents=True, exist_ok=True)
+    users = open(env.layout.root / "test-sessions.lock", "w")  # noqa: SIM115 (held all session)
+    fcntl.flock(users, fcntl.LOCK_SH)
     already_up = any(env.status().values())
     try:
         values = env.up()
@@ -61,9 +67,19 @@ def cluster() -> Iterator[Cluster]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    # Leave a developer's `make dev-up` environment running; stop what the tests started.
-    if not already_up:
+    # Leave a developer's `make dev-up` environment running; stop what the tests started,
+    # unless another session is using it.
+    if not already_up and _last_user(users):
         env.down()
+    users.close()
+
+
+def _last_user(lock) -> bool:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="session")

@@ -89,6 +89,12 @@ Quantity = int | str
 class ResourceList(_Model):
     cpu: Quantity | None = None
     memory: Quantity | None = None
+    ephemeral_storage: Quantity | None = Field(
+        None,
+        alias="ephemeral-storage",
+        description="Disk for the download, decompression and DuckDB's spill files (the "
+        "Job's /tmp is sized to the limit).",
+    )
 
 
 class JobResources(_Model):

@@ -55,11 +55,16 @@ def upload(minio, ns: str, data: bytes | Path, suffix: str = ".csv") -> dict[str
 
 
 def apply(cluster, name: str, ns: str, source: dict, catalog: str = "main", **spec) -> None:
+    """`source`: an object ({"bucket", "key"}, as upload() returns) or {"url": ...}."""
     doc = {
         "apiVersion": "catalog.productimport.dev/v1alpha1",
         "kind": "ProductImport",
         "metadata": {"name": name, "namespace": ns},
-        "spec": {"catalog": catalog, "source": {"object": source}, **spec},
+        "spec": {
+            "catalog": catalog,
+            "source": source if "url" in source else {"object": source},
+            **spec,
+        },
     }
     cluster.kubectl("apply", "-f", "-", input=json.dumps(doc))
 
@@ -69,11 +74,16 @@ def jobs_of(cluster, ns: str) -> list[dict]:
 
 
 def events_of(cluster, name: str, ns: str) -> list[str]:
+    return [reason for reason, _message in event_messages(cluster, name, ns)]
+
+
+def event_messages(cluster, name: str, ns: str) -> list[tuple[str, str]]:
+    """(reason, message) of the object's Events, oldest first."""
     out = cluster.kubectl(
         "get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}",
-        "-o", "json",
+        "--sort-by", ".lastTimestamp", "-o", "json",
     ).stdout  # fmt: skip
-    return [e["reason"] for e in json.loads(out)["items"]]
+    return [(e["reason"], e.get("message") or "") for e in json.loads(out)["items"]]
 
 
 def running_loader(cluster, ns: str) -> str | None:

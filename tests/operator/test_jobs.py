@@ -94,3 +94,24 @@ def test_url_source_is_passed_through():
     obj["spec"]["source"] = {"url": "https://feeds.example.com/p.csv"}
     args = build_job(obj, OperatorSettings())["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[1] == "https://feeds.example.com/p.csv"
+
+
+def test_the_loaders_disk_is_bounded_and_an_import_may_ask_for_more(monkeypatch):
+    pod = build_job(OBJ, OperatorSettings())["spec"]["template"]["spec"]
+    loader = pod["containers"][0]
+    assert loader["resources"]["limits"]["ephemeral-storage"] == "20Gi"
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "20Gi"}}]
+
+    bigger = copy.deepcopy(OBJ)
+    bigger["spec"]["job"]["resources"]["limits"]["ephemeral-storage"] = "64Gi"
+    pod = build_job(bigger, OperatorSettings())["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["ephemeral-storage"] == "64Gi"
+    assert pod["volumes"][0]["emptyDir"]["sizeLimit"] == "64Gi"
+
+
+def test_the_loader_gets_the_administrators_egress_policy(monkeypatch):
+    monkeypatch.setenv("PRODUCTIMPORT_EGRESS_ALLOW", '[{"cidr": "10.20.0.5/32", "ports": [443]}]')
+    env = build_job(OBJ, OperatorSettings())["spec"]["template"]["spec"]["containers"][0]["env"]
+    values = {e["name"]: e["value"] for e in env}
+    assert values["PRODUCTIMPORT_EGRESS_ALLOW"] == '[{"cidr": "10.20.0.5/32", "ports": [443]}]'
+    assert values["PRODUCTIMPORT_EGRESS_ALLOW_HTTP"] == "false"

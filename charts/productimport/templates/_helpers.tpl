@@ -76,6 +76,10 @@ namespace's default one (see operator.loader.serviceAccount in values.yaml). */}
 {{- default (printf "%s-minio" (include "productimport.fullname" .)) .Values.minio.existingSecret }}
 {{- end }}
 
+{{- define "productimport.webhook.secretName" -}}
+{{- default (printf "%s-webhook" (include "productimport.fullname" .)) .Values.operator.webhook.existingSecret }}
+{{- end }}
+
 {{- define "productimport.api.tokensSecretName" -}}
 {{- default (printf "%s-api-tokens" (include "productimport.fullname" .)) .Values.api.auth.static.existingSecret }}
 {{- end }}
