@@ -347,6 +347,9 @@ def test_rbac_is_least_privilege(
     assert can(cluster, operator, "create", "jobs.batch", shop)
     assert can(cluster, operator, "delete", "jobs.batch", shop)
     assert can(cluster, operator, "list", "pods", shop)
+    # Pods are listed by label, never watched or read by name.
+    assert not can(cluster, operator, "watch", "pods", shop)
+    assert not can(cluster, operator, "get", "pods", shop)
     assert can(cluster, operator, "create", "events", shop)
     assert can(cluster, operator, "create", "secrets", shop)
     assert can(cluster, operator, "delete", "secrets", shop)

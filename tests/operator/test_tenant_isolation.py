@@ -8,8 +8,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from imports_support import (
@@ -35,6 +37,7 @@ from productimport.operator.reconcile import LEGACY_SHARED_SECRET
 pytestmark = pytest.mark.cluster
 
 GROUP, VERSION = "catalog.productimport.dev", "v1alpha1"
+CHART = Path(__file__).resolve().parents[2] / "charts" / "productimport"
 
 
 @dataclass
@@ -161,3 +164,68 @@ def test_an_import_of_another_tenants_object_is_refused_and_changes_nothing(
     assert not [j for j in jobs_of(cluster, a) if j["metadata"]["name"].startswith(name)]
     assert _pointer(minio, tenants) == before
     assert get(cluster, "pi", name, a)["status"].get("catalogVersion") in (None, 0)
+
+
+@pytest.fixture
+def admission_policy(cluster, tenants) -> Iterator[str]:
+    """The chart's ValidatingAdmissionPolicy, rendered by helm and bound only to tenant A
+    (by a label), so the operator's own check stays visible to the test above."""
+    label = f"productimport-test-admission={tenants.a}"
+    cluster.kubectl("label", "namespace", tenants.a, label, "--overwrite")
+    key, value = label.split("=")
+    rendered = subprocess.run(
+        [
+            str(cluster.devenv.bin_dir / "helm"), "template", "t", str(CHART),
+            "--show-only", "templates/admission-policy.yaml",
+            "--set", f"admission.namespaceSelector.matchLabels.{key}={value}",
+            "--set", f"nameOverride=adm-{tenants.a}",
+        ],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=rendered)
+    try:
+        yield rendered
+    finally:
+        cluster.kubectl("delete", "-f", "-", "--ignore-not-found", input=rendered)
+        cluster.kubectl("label", "namespace", tenants.a, f"{key}-")
+
+
+def test_admission_refuses_another_tenants_object_before_anything_is_stored(
+    cluster, minio, tenants, admission_policy
+):
+    """With the chart's policy, `kubectl apply` itself fails: no ProductImport exists to
+    be reconciled. The namespace's own uploads are still accepted."""
+    a = tenants.a
+    api = k8s.CustomObjectsApi(tenants.editor)
+
+    def create(name: str, source: dict) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "ProductImport",
+            "metadata": {"name": name}, "spec": {"catalog": "loot", "source": {"object": source}},
+        }  # fmt: skip
+        api.create_namespaced_custom_object(GROUP, VERSION, a, "productimports", body)
+
+    foreign = {"bucket": "catalog", "key": f"{tenants.b}/main/CURRENT"}
+
+    def refused() -> str | None:  # the policy takes a moment to be loaded
+        try:
+            create("probe", foreign)
+        except k8s.ApiException as exc:
+            return exc.body if exc.status in (403, 422) else None
+        cluster.kubectl("delete", "pi", "probe", "-n", a, "--wait=false")
+        return None
+
+    message = wait_for("the admission policy to apply", refused, timeout=60)
+    assert f"under {a}/" in message and "ValidatingAdmissionPolicy" in message, message
+    for name, source in {
+        "other-upload": {"bucket": "uploads", "key": tenants.b_upload},
+        "dot-dot": {"bucket": "uploads", "key": f"{a}/../{tenants.b_upload}"},
+        "wildcard": {"bucket": "uploads", "key": f"{a}/*"},
+    }.items():
+        with pytest.raises(k8s.ApiException) as caught:
+            create(name, source)
+        assert caught.value.status in (403, 422), caught.value
+    assert get(cluster, "pi", "dot-dot", a) is None
+    # Its own upload passes admission and imports.
+    create("own", upload(minio, a, MAGENTO))
+    assert finished(cluster, "own", a)["status"]["phase"] == "Succeeded"
