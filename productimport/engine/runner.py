@@ -203,6 +203,7 @@ class ImportRun:
                 # keeping it would buffer whole results before writing them.
                 "preserve_insertion_order": False,
             },
+            lock=False,  # merge.py sets and resets disabled_optimizers around one join
         )
         con.execute(
             f"SET memory_limit = {sql_string(self.options.memory_limit or DEFAULT_MEMORY_LIMIT)}"

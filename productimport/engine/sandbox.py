@@ -32,8 +32,14 @@ def connect(
     directories: Iterable[Path] = (),
     files: Iterable[Path] = (),
     config: Mapping[str, Any] | None = None,
+    lock: bool = True,
 ) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB that may read and write below `directories` and read `files`."""
+    """An in-memory DuckDB that may read and write below `directories` and read `files`.
+
+    lock: no setting can change afterwards (memory, threads, temp directory: whatever
+    `config` set stays). The loader passes False, because it tunes the optimizer around
+    single statements; what matters for isolation (external access, the allowed files)
+    is frozen by DuckDB itself once external access is off."""
     con = duckdb.connect(
         config={
             "autoload_known_extensions": False,
@@ -49,4 +55,6 @@ def connect(
     if paths:
         con.execute(f"SET allowed_paths = {_sql_list(paths)}")
     con.execute("SET enable_external_access = false")
+    if lock:
+        con.execute("SET lock_configuration = true")
     return con

@@ -51,3 +51,22 @@ def test_an_import_of_a_hostile_file_writes_nothing_outside_its_work_directory(
     assert result.phase == "Succeeded", result.message
     assert not target.exists()
     assert engine.products()["A-1"]["attributes"][hostile] == hostile
+
+
+def test_a_locked_connection_keeps_the_limits_it_was_opened_with(tmp_path: Path):
+    """The API's connections are locked: SQL that got through could not raise its memory
+    or threads, or move its spill files elsewhere."""
+    con = sandbox.connect(directories=[tmp_path], config={"memory_limit": "256MB"})
+    limit = "SELECT current_setting('memory_limit')"
+    before = con.execute(limit).fetchone()
+    for attack in [
+        "SET memory_limit = '64GB'",
+        "SET threads = 64",
+        f"SET temp_directory = '{tmp_path.parent}'",
+        "SET lock_configuration = false",
+    ]:
+        with pytest.raises(duckdb.Error, match="locked"):
+            con.execute(attack)
+    assert con.execute(limit).fetchone() == before
+    loader = sandbox.connect(directories=[tmp_path], lock=False)
+    loader.execute("SET threads = 1")  # the loader tunes itself per statement
