@@ -73,7 +73,9 @@ class Notify(_Model):
         None,
         max_length=2048,
         pattern=r"^https?://",
-        description="POSTed a JSON summary (name, phase, reason, counts) when the import ends.",
+        description="POSTed a signed JSON summary (name, phase, reason, counts) when the "
+        "import ends; https to a public address unless the administrator allows more "
+        "(docs/operations.md, Webhooks).",
     )
     email: str | None = Field(
         None,
