@@ -4,6 +4,12 @@ FastAPI's UploadFile would spool the whole file to a temporary file before the h
 runs. Here python-multipart's streaming parser runs over `request.stream()` and the
 file part's bytes go to a sink (the MinIO multipart writer) as they arrive, so memory
 stays bounded and the size limit is enforced while streaming.
+
+Everything that is not the file's content (part headers, field names and values, parts
+we ignore, bytes after the closing boundary) is counted as the parser hands it over, byte
+by byte, against small fixed limits: the file has `max_bytes`, the rest of the form has
+MAX_FORM_BYTES and at most MAX_PARTS parts. Counting only field values let a form of
+empty fields with long names hold tens of megabytes of names in memory.
 """
 
 from __future__ import annotations
@@ -20,7 +26,20 @@ from productimport.api.errors import ApiError
 
 FILE_FIELD = "file"
 HEAD_BYTES = 64 * 1024  # kept in memory to check the declared format
-MAX_FIELDS_BYTES = 64 * 1024  # all text fields together
+# The form around the file. Our forms have one file and at most a handful of short
+# fields, so these are far above any honest client and far below a memory problem.
+MAX_PARTS = 100
+# One part's header names and values together: room for a 255-character non-Latin
+# file name sent both as `filename` and percent-encoded as `filename*` (~3 KiB).
+MAX_PART_HEADER_BYTES = 8 * 1024
+MAX_FIELD_NAME_BYTES = 1024
+MAX_FORM_BYTES = 64 * 1024  # every byte of the body that is not the file's content
+# python-multipart's own per-header limits, set above ours so that ours (which answer
+# 413 with a precise message) trip first; theirs would surface as "malformed".
+_PARSER_MAX_HEADER_SIZE = 2 * MAX_PART_HEADER_BYTES
+_PARSER_MAX_HEADER_COUNT = 64
+
+TRUNCATED = "the multipart body ended before its closing boundary"
 
 
 class Sink(Protocol):
@@ -42,6 +61,13 @@ class Upload:
     size: int = 0
     head: bytes = b""
     rows: int | None = None
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    name: str  # "file", a field name, or "" for a part we ignore
+    filename: str | None
+    content_type: str | None
 
 
 class RowCounter:
@@ -88,37 +114,104 @@ def _boundary(request: Request) -> bytes:
     return boundary
 
 
+def _form_too_large(detail: str, code: str) -> ApiError:
+    return ApiError(413, detail, code=code)
+
+
 class _Collector:
     """Turns python-multipart's synchronous callbacks into a list of events that the
-    async loop then applies (writes to the sink need `await`)."""
+    async loop then applies (writes to the sink need `await`).
+
+    The limits on the form around the file are enforced here, inside the callbacks: the
+    parser reports header bytes and part data as it scans each chunk (a header split
+    over chunks arrives in pieces), so an oversized form is refused before its excess is
+    held anywhere. A callback's ApiError propagates out of `parser.write`.
+    """
 
     def __init__(self) -> None:
         self.events: list[tuple[str, Any]] = []
+        self.parts = 0
+        self.form_bytes = 0
+        self.ended = False  # the closing boundary was seen
         self._hname = bytearray()
         self._hvalue = bytearray()
         self._headers: dict[str, bytes] = {}
+        self._part_header_bytes = 0
+        self._in_file = False
+        self._ignored = False
 
     def callbacks(self) -> dict[str, Callable[..., None]]:
         return {
             "on_part_begin": self._part_begin,
             "on_part_data": self._part_data,
             "on_part_end": lambda: self.events.append(("end", None)),
-            "on_header_field": lambda d, s, e: self._hname.extend(d[s:e]),
-            "on_header_value": lambda d, s, e: self._hvalue.extend(d[s:e]),
+            "on_header_field": lambda d, s, e: self._header_bytes(self._hname, d, s, e),
+            "on_header_value": lambda d, s, e: self._header_bytes(self._hvalue, d, s, e),
             "on_header_end": self._header_end,
-            "on_headers_finished": lambda: self.events.append(("headers", dict(self._headers))),
+            "on_headers_finished": self._headers_finished,
+            "on_end": self._end,
         }
 
-    def _part_begin(self) -> None:
-        self._headers = {}
+    def count_form(self, n: int) -> None:
+        self.form_bytes += n
+        if self.form_bytes > MAX_FORM_BYTES:
+            raise _form_too_large(
+                f"the form around the file (part headers, field names and values) is larger "
+                f"than {MAX_FORM_BYTES} bytes",
+                "form_too_large",
+            )
 
-    def _part_data(self, data: bytes, start: int, end: int) -> None:
-        self.events.append(("data", data[start:end]))
+    def _part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise _form_too_large(
+                f"the form has more than {MAX_PARTS} parts; send the file and only the "
+                "documented fields",
+                "too_many_parts",
+            )
+        self._headers = {}
+        self._part_header_bytes = 0
+        self._in_file = False
+        self._ignored = False
+
+    def _header_bytes(self, target: bytearray, data: bytes, start: int, end: int) -> None:
+        n = end - start
+        self._part_header_bytes += n
+        if self._part_header_bytes > MAX_PART_HEADER_BYTES:
+            raise _form_too_large(
+                f"a part's headers are longer than {MAX_PART_HEADER_BYTES} bytes",
+                "part_headers_too_large",
+            )
+        self.count_form(n)
+        target.extend(data[start:end])
 
     def _header_end(self) -> None:
         self._headers[bytes(self._hname).decode("latin-1").lower()] = bytes(self._hvalue)
         self._hname.clear()
         self._hvalue.clear()
+
+    def _headers_finished(self) -> None:
+        info, raw_name = _part_info(self._headers)
+        if len(raw_name) > MAX_FIELD_NAME_BYTES:
+            raise _form_too_large(
+                f"a form field name is longer than {MAX_FIELD_NAME_BYTES} bytes",
+                "field_name_too_long",
+            )
+        self._in_file = info.name == FILE_FIELD
+        self._ignored = not info.name
+        self.events.append(("headers", info))
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if not self._in_file:
+            # A field's value or an ignored part: both count, or a part without a name
+            # could stream without end.
+            self.count_form(end - start)
+            if self._ignored:
+                return
+        self.events.append(("data", data[start:end]))
+
+    def _end(self) -> None:
+        self.ended = True
 
 
 def _too_large(limit: int) -> ApiError:
@@ -140,6 +233,13 @@ async def _drain(stream: Any, budget: int) -> bool:
     return True
 
 
+async def _refuse(stream: Any, budget: int, err: ApiError) -> ApiError:
+    """The error to raise for a refused body, after draining what the budget allows."""
+    if not await _drain(stream, budget):
+        return _close(err)
+    return err
+
+
 async def receive_upload(
     request: Request,
     limits: Limits,
@@ -147,8 +247,8 @@ async def receive_upload(
 ) -> Upload:
     """Parse the form; the `file` field streams into the sink opened by `open_sink`.
 
-    Raises ApiError (413 over the limits, 400/422 for a malformed form). The caller
-    aborts the sink on any error.
+    Raises ApiError (413 over the limits, 400/422 for a malformed or truncated form).
+    The caller aborts the sink on any error.
     """
     boundary = _boundary(request)
     declared = request.headers.get("content-length")
@@ -158,71 +258,117 @@ async def receive_upload(
         raise _close(_too_large(limits.max_bytes))
 
     collector = _Collector()
-    parser = MultipartParser(boundary, collector.callbacks())
-    upload = Upload()
-    counter = RowCounter() if limits.max_rows is not None else None
-    head = bytearray()
-    sink: Sink | None = None
-    part: str | None = None  # "file", a field name, or "" for an ignored part
-    field_value = bytearray()
-    fields_bytes = 0
+    parser = MultipartParser(
+        boundary,
+        collector.callbacks(),
+        max_header_count=_PARSER_MAX_HEADER_COUNT,
+        max_header_size=_PARSER_MAX_HEADER_SIZE,
+    )
+    receiver = _Receiver(limits, open_sink)
     stream = request.stream()
     try:
         async for chunk in stream:
             try:
-                parser.write(chunk)
-            except MultipartParseError as exc:
-                raise ApiError(400, f"malformed multipart body: {exc}", code="bad_request") from exc
-            for kind, value in collector.events:
-                if kind == "headers":
-                    part, filename, ctype = _part_info(value)
-                    if part == FILE_FIELD:
-                        if sink is not None:
-                            raise ApiError(422, "send exactly one file per request", code="invalid")
-                        upload.filename, upload.content_type = filename, ctype
-                        sink = await open_sink()
-                    field_value.clear()
-                elif kind == "data":
-                    if part == FILE_FIELD:
-                        assert sink is not None
-                        upload.size += len(value)
-                        if upload.size > limits.max_bytes:
-                            if not await _drain(stream, limits.max_drain):
-                                raise _close(_too_large(limits.max_bytes))
-                            raise _too_large(limits.max_bytes)
-                        if len(head) < HEAD_BYTES:
-                            head += value[: HEAD_BYTES - len(head)]
-                        if counter is not None:
-                            counter.feed(value)
-                            if counter.rows > limits.max_rows:  # type: ignore[operator]
-                                await _drain(stream, limits.max_drain)
-                                raise ApiError(
-                                    422,
-                                    f"the file has more than {limits.max_rows} rows including "
-                                    "the header; split it into smaller files",
-                                    code="too_many_rows",
-                                )
-                        await sink.write(value)
-                    elif part:
-                        fields_bytes += len(value)
-                        if fields_bytes > MAX_FIELDS_BYTES:
-                            raise ApiError(422, "form fields are too large", code="invalid")
-                        field_value += value
-                elif kind == "end":
-                    if part and part != FILE_FIELD:
-                        upload.fields[part] = field_value.decode("utf-8", "replace")
-                    part = None
-            collector.events.clear()
+                await _feed(parser, collector, receiver, chunk)
+            except ApiError as exc:
+                if exc.status == 400:
+                    raise  # malformed: no point reading on
+                # Over a limit or invalid: read (and drop) the rest within the drain
+                # budget so the client gets this answer rather than a reset connection.
+                raise await _refuse(stream, limits.max_drain, exc) from None
         parser.finalize()
     except ClientDisconnect as exc:
         raise ApiError(
             400, "the client closed the connection mid-upload", code="bad_request"
         ) from exc
-    if sink is None:
-        raise ApiError(422, "the form has no file in the field 'file'", code="missing_file")
-    upload.head = bytes(head)
-    upload.rows = counter.rows if counter is not None else None
-    return upload
+    if not collector.ended:
+        # The stream ended cleanly (a chunked body's last chunk, or all of a declared
+        # Content-Length) but the form did not: what arrived of the file is a prefix of
+        # it, and storing that would import a silently truncated catalog.
+        raise ApiError(400, TRUNCATED, code="truncated_body")
+    return receiver.result()
+
+
+async def _feed(
+    parser: MultipartParser, collector: _Collector, receiver: _Receiver, chunk: bytes
+) -> None:
+    if collector.ended:
+        # After the closing boundary the parser drops everything (an epilogue is legal);
+        # it still counts, or a client could hold the request open without end.
+        collector.count_form(len(chunk))
+        return
+    try:
+        parser.write(chunk)
+    except MultipartParseError as exc:
+        raise ApiError(400, f"malformed multipart body: {exc}", code="bad_request") from exc
+    try:
+        for kind, value in collector.events:
+            await receiver.apply(kind, value)
+    finally:
+        collector.events.clear()
+
+
+class _Receiver:
+    """Applies the collector's events: file bytes to the sink, field values to `fields`."""
+
+    def __init__(self, limits: Limits, open_sink: Callable[[], Awaitable[Sink]]) -> None:
+        self.limits = limits
+        self.open_sink = open_sink
+        self.upload = Upload()
+        self.counter = RowCounter() if limits.max_rows is not None else None
+        self.head = bytearray()
+        self.sink: Sink | None = None
+        self.part: str | None = None
+        self.value = bytearray()
+
+    async def apply(self, kind: str, value: Any) -> None:
+        if kind == "headers":
+            await self._begin(value)
+        elif kind == "data":
+            if self.part == FILE_FIELD:
+                await self._file_data(value)
+            elif self.part:
+                self.value += value  # bounded: the collector counted it
+        elif kind == "end":
+            if self.part and self.part != FILE_FIELD:
+                self.upload.fields[self.part] = self.value.decode("utf-8", "replace")
+            self.part = None
+
+    async def _begin(self, info: PartInfo) -> None:
+        self.part = info.name
+        self.value.clear()
+        if info.name != FILE_FIELD:
+            return
+        if self.sink is not None:
+            raise ApiError(422, "send exactly one file per request", code="invalid")
+        self.upload.filename, self.upload.content_type = info.filename, info.content_type
+        self.sink = await self.open_sink()
+
+    async def _file_data(self, data: bytes) -> None:
+        assert self.sink is not None
+        limits = self.limits
+        self.upload.size += len(data)
+        if self.upload.size > limits.max_bytes:
+            raise _too_large(limits.max_bytes)
+        if len(self.head) < HEAD_BYTES:
+            self.head += data[: HEAD_BYTES - len(self.head)]
+        if self.counter is not None:
+            self.counter.feed(data)
+            if self.counter.rows > limits.max_rows:  # type: ignore[operator]
+                raise ApiError(
+                    422,
+                    f"the file has more than {limits.max_rows} rows including "
+                    "the header; split it into smaller files",
+                    code="too_many_rows",
+                )
+        await self.sink.write(data)
+
+    def result(self) -> Upload:
+        if self.sink is None:
+            raise ApiError(422, "the form has no file in the field 'file'", code="missing_file")
+        self.upload.head = bytes(self.head)
+        self.upload.rows = self.counter.rows if self.counter is not None else None
+        return self.upload
 
 
 def _close(err: ApiError) -> ApiError:
@@ -230,12 +376,16 @@ def _close(err: ApiError) -> ApiError:
     return err
 
 
-def _part_info(headers: dict[str, bytes]) -> tuple[str, str | None, str | None]:
+def _part_info(headers: dict[str, bytes]) -> tuple[PartInfo, bytes]:
+    """The part's field name, file name and type, and its raw name (for the limit)."""
     disposition, params = parse_options_header(headers.get("content-disposition"))
     if disposition != b"form-data":
-        return "", None, None
-    name = params.get(b"name", b"").decode("utf-8", "replace")
+        return PartInfo("", None, None), b""
+    raw_name = params.get(b"name", b"")
     raw_filename = params.get(b"filename")
     filename = raw_filename.decode("utf-8", "replace") if raw_filename is not None else None
     ctype = headers.get("content-type")
-    return name, filename, ctype.decode("latin-1") if ctype else None
+    info = PartInfo(
+        raw_name.decode("utf-8", "replace"), filename, ctype.decode("latin-1") if ctype else None
+    )
+    return info, raw_name

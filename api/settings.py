@@ -37,6 +37,11 @@ class ApiSettings(BaseSettings):
     # (a mounted Secret in a cluster), and/or the same document inline.
     tokens_file: str | None = None
     tokens: str | None = None
+    # Kubernetes mode: TokenReviews of tokens the API has not seen succeed recently, per
+    # second and in a burst, for the whole process. A client spraying made-up tokens gets
+    # 429 above this instead of turning each request into a call to the API server.
+    token_review_rate: float = Field(default=50.0, gt=0)
+    token_review_burst: int = Field(default=100, ge=1)
 
     # Where the Kubernetes API is: a kubeconfig path, else in-cluster configuration.
     kubeconfig: str | None = Field(
@@ -68,6 +73,13 @@ class ApiSettings(BaseSettings):
 
     # The SaaS-compatible route: catalog used when `catalog_id` is absent.
     saas_default_catalog: str = "main"
+
+    # Product reads keep Parquet snapshots on local disk: at most this many bytes
+    # together (least recently used evicted; a snapshot larger than this is refused
+    # with 507). Keep it below the size of the volume under `snapshot_cache_dir` (the
+    # chart's /tmp emptyDir is 256 Mi). Unset dir: the system temp directory.
+    snapshot_cache_bytes: int = Field(default=192 * MiB, ge=1)
+    snapshot_cache_dir: str | None = None
 
     @property
     def minio(self) -> MinioSettings:

@@ -89,14 +89,15 @@ def api_settings(cluster, token_values) -> Callable[..., ApiSettings]:
     doc = {"tokens": [{"name": k, **v} for k, v in token_values.items()]}
 
     def make(**overrides: Any) -> ApiSettings:
-        return ApiSettings(
-            auth_mode="static",
-            tokens=json.dumps(doc),
+        values: dict[str, Any] = {
+            "auth_mode": "static",
+            "tokens": json.dumps(doc),
             # These fields are read by their environment names (shared with the loader).
             **{k: cluster.env[k] for k in ("KUBECONFIG", "MINIO_ENDPOINT", "MINIO_ACCESS_KEY")},
-            MINIO_SECRET_KEY=cluster.env["MINIO_SECRET_KEY"],
-            **overrides,
-        )
+            "MINIO_SECRET_KEY": cluster.env["MINIO_SECRET_KEY"],
+        }
+        # Any of them can be overridden, the auth mode included (kubernetes-mode tests).
+        return ApiSettings(**{**values, **overrides})
 
     return make
 
