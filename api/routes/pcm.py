@@ -10,16 +10,19 @@ Job ids are the ProductImport's UID. Errors use the JSON:API envelope (errors.py
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from productimport.api.auth import Principal
 from productimport.api.errors import ApiError
 from productimport.api.forms import PCM_BODY
 from productimport.api.formstream import Limits
-from productimport.api.reports import load_error_records
+from productimport.api.reports import Records, open_error_records
 from productimport.api.resources import ANNOTATION_CANCEL
 from productimport.api.security import CurrentPrincipal, Svc
 from productimport.api.uploads import ImportOptions, upload_and_create
@@ -225,23 +228,62 @@ def _message(record: dict[str, Any]) -> str:
     return f"{where}{text}{suffix}"
 
 
+# The report is streamed in pieces of about this size: one record at a time is read
+# from MinIO and encoded, so memory does not grow with the report.
+ERRORS_BATCH_BYTES = 64 * 1024
+
+
+def _job_error(job_uuid: uuid.UUID, index: int, record: dict[str, Any]) -> JobError:
+    return JobError(
+        id=str(uuid.uuid5(job_uuid, str(index))),
+        attributes=JobErrorAttributes(message=_message(record)),
+    )
+
+
+def _next_batch(records: Records, job_uuid: uuid.UUID) -> bytes:
+    """`,{record},{record}...` for the next records, about ERRORS_BATCH_BYTES of them."""
+    out = bytearray()
+    for index, record in records:
+        out += b","
+        out += _job_error(job_uuid, index, record).model_dump_json().encode()
+        if len(out) >= ERRORS_BATCH_BYTES:
+            break
+    return bytes(out)
+
+
+async def _stream_job_errors(
+    job_uuid: uuid.UUID, first: tuple[int, dict[str, Any]], records: Records
+) -> AsyncIterator[bytes]:
+    """`{"data":[...]}` exactly as the JobErrors model renders it, written as it is read."""
+    try:
+        yield b'{"data":[' + _job_error(job_uuid, *first).model_dump_json().encode()
+        while batch := await anyio.to_thread.run_sync(_next_batch, records, job_uuid):
+            yield batch
+        yield b"]}"
+    finally:
+        records.close()  # releases the MinIO connection, also when the client goes away
+
+
 @router.get(
     "/jobs/{jobID}/errors",
     response_model=JobErrors,
     summary="Get Job Errors",
+    description="All of the job's errors in one document (the seed has no paging), "
+    "streamed from the stored report as it is read.",
     responses=_ERROR_RESPONSES,
 )
-async def get_job_errors(jobID: JobID, principal: CurrentPrincipal, svc: Svc) -> JobErrors:
+async def get_job_errors(jobID: JobID, principal: CurrentPrincipal, svc: Svc) -> Response:
     imp = await _find(svc, principal, jobID, "get")
-    records = await load_error_records(svc.minio, svc.settings, imp) if imp.terminal else []
     job_uuid = uuid.UUID(imp.uid) if _is_uuid(imp.uid) else uuid.NAMESPACE_URL
-    data = [
-        JobError(
-            id=str(uuid.uuid5(job_uuid, str(i))), attributes=JobErrorAttributes(message=_message(r))
-        )
-        for i, r in enumerate(records)
-    ]
-    if not data and imp.phase == FAILED and imp.message:
+    if imp.terminal:
+        records = await open_error_records(svc.minio, svc.settings, imp)
+        first = await anyio.to_thread.run_sync(next, records, None)
+        if first is not None:
+            return StreamingResponse(
+                _stream_job_errors(job_uuid, first, records), media_type="application/json"
+            )
+    data: list[JobError] = []
+    if imp.phase == FAILED and imp.message:
         # A whole-file failure (unparseable, over the error policy) has no row records.
         data.append(
             JobError(
@@ -249,7 +291,7 @@ async def get_job_errors(jobID: JobID, principal: CurrentPrincipal, svc: Svc) ->
                 attributes=JobErrorAttributes(message=imp.message),
             )
         )
-    return JobErrors(data=data)
+    return JSONResponse(JobErrors(data=data).model_dump(mode="json"))
 
 
 def _is_uuid(text: str) -> bool:
