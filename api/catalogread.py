@@ -3,22 +3,45 @@
 Snapshots are immutable, so the Parquet file of the current version is downloaded once
 per version and queried with DuckDB (paging and key lookups without loading the catalog
 into Python).
+
+The local copies live in a bounded cache (`snapshot_cache_bytes`, on the API's small
+emptyDir): least recently used snapshots are evicted to make room, a snapshot in use by
+a query is never evicted, and a snapshot larger than the whole cache is refused with 507
+rather than filling the disk. (Querying it in place from MinIO would need DuckDB's
+httpfs extension and external access, both of which the sandbox turns off on purpose.)
+Downloads are serialised per catalog, not globally: one tenant's large download does
+not hold up another tenant's reads. The wait for a catalog's download happens on the
+event loop (an anyio lock), so requests queued behind it hold no worker thread either.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import shutil
 import tempfile
 import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 from minio import Minio
 
+from productimport.api.errors import ApiError
 from productimport.api.settings import ApiSettings
 from productimport.engine.catalog import Catalog
 from productimport.engine.objectstore import MinioObjectStore
 from productimport.models.product import HIDDEN_COLUMNS, Product, attributes_dict
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR_PREFIX = "productimport-api-snapshots-"
+DOWNLOAD_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -27,57 +50,273 @@ class Snapshot:
     path: Path | None  # None: the empty catalog
 
 
+@dataclass
+class _Entry:
+    path: Path
+    size: int
+    users: int = 0  # queries (or the download) using the file now: not evictable
+    stale: bool = False  # a newer version of its catalog is cached: drop when unused
+
+
+class SnapshotCache:
+    """Local snapshot files, at most `capacity` bytes together (downloads in progress
+    included), evicted least recently used first."""
+
+    def __init__(self, directory: Path, capacity: int) -> None:
+        self.directory = directory
+        self.capacity = capacity
+        # Bookkeeping of the entries, taken from the event loop and worker threads alike;
+        # held for dictionary updates only, never during I/O.
+        self._meta = threading.Lock()
+        self._entries: OrderedDict[Path, _Entry] = OrderedDict()
+        self._used = 0
+        # One lock per catalog, alive while someone holds or waits for it.
+        self._catalog_locks: weakref.WeakValueDictionary[str, anyio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    def _catalog_lock(self, namespace: str, catalog: str) -> anyio.Lock:
+        key = f"{namespace}/{catalog}"
+        lock = self._catalog_locks.get(key)
+        if lock is None:
+            lock = self._catalog_locks[key] = anyio.Lock()
+        return lock
+
+    @contextlib.asynccontextmanager
+    async def pinned(
+        self,
+        namespace: str,
+        catalog: str,
+        name: str,
+        size: Callable[[], int],
+        download: Callable[[Path, int], None],
+    ) -> AsyncIterator[Path]:
+        """The local copy of snapshot `name`, downloaded first if needed (in a worker
+        thread), kept from eviction until the block ends."""
+        path = self.directory / namespace / catalog / name
+        async with self._catalog_lock(namespace, catalog):
+            if not self._pin(path):
+                await anyio.to_thread.run_sync(self._fetch, path, size, download)
+        try:
+            yield path
+        finally:
+            self._unpin(path)
+
+    def _pin(self, path: Path) -> bool:
+        with self._meta:
+            entry = self._entries.get(path)
+            if entry is None:
+                return False
+            entry.users += 1
+            self._entries.move_to_end(path)
+            return True
+
+    def _unpin(self, path: Path) -> None:
+        with self._meta:
+            entry = self._entries.get(path)
+            if entry is None:
+                return
+            entry.users -= 1
+            if entry.stale and entry.users == 0:
+                self._drop(path)
+
+    def _fetch(
+        self, path: Path, stat: Callable[[], int], download: Callable[[Path, int], None]
+    ) -> None:
+        size = stat()
+        if size > self.capacity:
+            raise ApiError(
+                507,
+                f"this catalog's snapshot is {size} bytes, larger than the API's snapshot "
+                f"cache of {self.capacity} bytes, so its products cannot be read through "
+                "the API; raise PRODUCTIMPORT_API_SNAPSHOT_CACHE_BYTES (and the volume "
+                "under it) or read the snapshot from the store",
+                code="snapshot_too_large",
+            )
+        self._reserve(path, size)  # pinned by us from here on
+        partial = path.with_suffix(".part")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            download(partial, size)
+            partial.rename(path)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            with self._meta:
+                self._drop(path)
+            raise
+        self._retire_older(path)
+
+    def _reserve(self, path: Path, size: int) -> None:
+        with self._meta:
+            for old, entry in list(self._entries.items()):
+                if self._used + size <= self.capacity:
+                    break
+                if entry.users == 0:
+                    self._drop(old)
+            if self._used + size > self.capacity:
+                # Everything left is being read right now; a moment later it is not.
+                raise ApiError(
+                    503,
+                    "the snapshot cache is full of catalogs being read; retry shortly",
+                    code="snapshot_cache_busy",
+                    headers={"Retry-After": "1"},
+                )
+            self._entries[path] = _Entry(path, size, users=1)
+            self._used += size
+
+    def _retire_older(self, path: Path) -> None:
+        """Other versions of the same catalog are never asked for again."""
+        with self._meta:
+            for other, entry in list(self._entries.items()):
+                if other != path and other.parent == path.parent:
+                    entry.stale = True
+                    if entry.users == 0:
+                        self._drop(other)
+
+    def _drop(self, path: Path) -> None:
+        """Forget and delete a file (caller holds `_meta`)."""
+        entry = self._entries.pop(path, None)
+        if entry is not None:
+            self._used -= entry.size
+            path.unlink(missing_ok=True)
+
+
+def cache_directory(configured: str | None) -> Path:
+    """A fresh directory of this process's own under `configured` (else the system temp
+    directory), after removing the ones processes that are gone left behind: the chart's
+    /tmp emptyDir outlives a container restart, and two caches would not fit in it."""
+    base = Path(configured or tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    for leftover in base.glob(f"{CACHE_DIR_PREFIX}*"):
+        if leftover.is_dir() and _abandoned(leftover):
+            shutil.rmtree(leftover, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{CACHE_DIR_PREFIX}{os.getpid()}-", dir=base))
+    _OWN_DIRS.add(path)
+    return path
+
+
+_OWN_DIRS: set[Path] = set()  # this process's caches (tests run several apps in one)
+
+
+def _abandoned(path: Path) -> bool:
+    """Whether the process that made this cache directory is gone. A restarted
+    container's process often has the same PID (1) as the one before it, so for our own
+    PID only the directories this process made count as in use."""
+    pid_text = path.name.removeprefix(CACHE_DIR_PREFIX).split("-", 1)[0]
+    if not pid_text.isdigit():
+        return False  # not named by this scheme: whose it is cannot be told, so keep it
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return path not in _OWN_DIRS
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
 class CatalogReader:
     def __init__(self, client: Minio, settings: ApiSettings, cache_dir: Path | None = None) -> None:
+        self._client = client
         self._store = MinioObjectStore(client, settings.catalog_bucket, settings.catalog_prefix)
-        self._dir = cache_dir or Path(tempfile.mkdtemp(prefix="productimport-api-snapshots-"))
-        self._lock = threading.Lock()
+        self.cache = SnapshotCache(
+            cache_dir or cache_directory(settings.snapshot_cache_dir),
+            settings.snapshot_cache_bytes,
+        )
 
-    def current(self, namespace: str, catalog: str) -> Snapshot | None:
-        """None when the catalog has never been written."""
+    @contextlib.asynccontextmanager
+    async def open(self, namespace: str, catalog: str) -> AsyncIterator[Snapshot | None]:
+        """The catalog's current version, its snapshot local and pinned for the block.
+        None when the catalog has never been written."""
         cat = Catalog(self._store, namespace, catalog)
-        manifest, _ = cat.head()
+        manifest, _ = await anyio.to_thread.run_sync(cat.head)
         if manifest is None:
-            return None
+            yield None
+            return
         if manifest.snapshot is None:
-            return Snapshot(manifest.version, None)
-        local = self._dir / namespace / catalog / Path(manifest.snapshot).name
-        with self._lock:
-            if not local.exists():
-                local.parent.mkdir(parents=True, exist_ok=True)
-                partial = local.with_suffix(".part")
-                cat.download_snapshot(manifest, partial)
-                partial.rename(local)
-                # Older versions of this catalog are never asked for again.
-                for old in local.parent.glob("*.parquet"):
-                    if old != local:
-                        old.unlink(missing_ok=True)
-        return Snapshot(manifest.version, local)
+            yield Snapshot(manifest.version, None)
+            return
+        key = self._object_key(cat.key(manifest.snapshot))
+        bucket = self._store.bucket
 
-    def page(self, snap: Snapshot, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
-        if snap.path is None:
-            return 0, []
-        from productimport.engine import sandbox  # lazily: the upload path never needs DuckDB
+        def size() -> int:
+            return int(self._client.stat_object(bucket, key).size or 0)
 
-        with sandbox.connect(files=[snap.path]) as con:
-            source = f"read_parquet('{_quote(snap.path)}')"
-            (total,) = con.execute(f"SELECT count(*) FROM {source}").fetchone()  # type: ignore[misc]
-            cursor = con.execute(
-                f"SELECT * FROM {source} ORDER BY sku LIMIT ? OFFSET ?", [limit, offset]
-            )
-            return int(total), _rows(cursor)
+        def download(target: Path, expected: int) -> None:
+            download_object(self._client, bucket, key, target, expected)
 
-    def get(self, snap: Snapshot, sku: str) -> dict[str, Any] | None:
-        if snap.path is None:
-            return None
-        from productimport.engine import sandbox
+        name = Path(manifest.snapshot).name
+        async with self.cache.pinned(namespace, catalog, name, size, download) as path:
+            yield Snapshot(manifest.version, path)
 
-        with sandbox.connect(files=[snap.path]) as con:
-            cursor = con.execute(
-                f"SELECT * FROM read_parquet('{_quote(snap.path)}') WHERE sku = ?", [sku]
-            )
-            rows = _rows(cursor)
-        return rows[0] if rows else None
+    def _object_key(self, relative: str) -> str:
+        prefix = self._store.prefix
+        return f"{prefix}/{relative}" if prefix else relative
+
+    async def page(
+        self, namespace: str, catalog: str, limit: int, offset: int
+    ) -> tuple[int, int, list[dict[str, Any]]]:
+        """(catalog version, total products, the page); version 0 for no catalog."""
+        async with self.open(namespace, catalog) as snap:
+            if snap is None:
+                return 0, 0, []
+            total, items = await anyio.to_thread.run_sync(_page, snap, limit, offset)
+            return snap.version, total, items
+
+    async def get(self, namespace: str, catalog: str, sku: str) -> dict[str, Any] | None:
+        async with self.open(namespace, catalog) as snap:
+            if snap is None:
+                return None
+            return await anyio.to_thread.run_sync(_get, snap, sku)
+
+
+def download_object(client: Minio, bucket: str, key: str, target: Path, expected: int) -> None:
+    """Stream the object to `target`, never writing more than the reserved size."""
+    response = client.get_object(bucket, key)
+    written = 0
+    try:
+        with open(target, "wb") as handle:
+            for chunk in response.stream(DOWNLOAD_CHUNK):
+                written += len(chunk)
+                if written > expected:
+                    raise RuntimeError(f"s3://{bucket}/{key} grew while it was downloaded")
+                handle.write(chunk)
+    finally:
+        response.close()
+        response.release_conn()
+
+
+def _page(snap: Snapshot, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+    if snap.path is None:
+        return 0, []
+    from productimport.engine import sandbox  # lazily: the upload path never needs DuckDB
+
+    with sandbox.connect(files=[snap.path]) as con:
+        source = f"read_parquet('{_quote(snap.path)}')"
+        (total,) = con.execute(f"SELECT count(*) FROM {source}").fetchone()  # type: ignore[misc]
+        cursor = con.execute(
+            f"SELECT * FROM {source} ORDER BY sku LIMIT ? OFFSET ?", [limit, offset]
+        )
+        return int(total), _rows(cursor)
+
+
+def _get(snap: Snapshot, sku: str) -> dict[str, Any] | None:
+    if snap.path is None:
+        return None
+    from productimport.engine import sandbox
+
+    with sandbox.connect(files=[snap.path]) as con:
+        cursor = con.execute(
+            f"SELECT * FROM read_parquet('{_quote(snap.path)}') WHERE sku = ?", [sku]
+        )
+        rows = _rows(cursor)
+    return rows[0] if rows else None
 
 
 def _quote(path: Path) -> str:

@@ -41,10 +41,17 @@ def make_kube_client(settings: ApiSettings) -> k8s.ApiClient:
 
 def build_services(settings: ApiSettings, metrics: ApiMetrics | None = None) -> Services:
     kube = make_kube_client(settings)
+    metrics = metrics or ApiMetrics()
     auth: Authenticator
     if settings.auth_mode == AuthMode.kubernetes:
         audiences = [a.strip() for a in settings.token_audiences.split(",") if a.strip()]
-        auth = KubernetesAuth(kube, audiences)
+        auth = KubernetesAuth(
+            kube,
+            audiences,
+            review_rate=settings.token_review_rate,
+            review_burst=settings.token_review_burst,
+            metrics=metrics,
+        )
     else:
         auth = StaticTokenAuth.from_sources(settings.tokens_file, settings.tokens)
     return Services(
@@ -52,7 +59,7 @@ def build_services(settings: ApiSettings, metrics: ApiMetrics | None = None) -> 
         minio=make_minio(settings),
         imports=ProductImports(kube),
         auth=auth,
-        metrics=metrics or ApiMetrics(),
+        metrics=metrics,
         part_pool=ThreadPoolExecutor(max_workers=16, thread_name_prefix="upload-part"),
     )
 

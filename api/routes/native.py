@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
@@ -26,6 +25,7 @@ Namespace = Annotated[str, Path(pattern=DNS_LABEL, max_length=63, description="t
 Catalog = Annotated[str, Path(pattern=DNS_LABEL, max_length=63)]
 ImportName = Annotated[str, Path(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)]
 Sku = Annotated[str, Path(min_length=1, max_length=255)]
+MAX_PRODUCT_PAGE = 1000
 
 
 class Counts(BaseModel):
@@ -244,18 +244,14 @@ async def list_products(
     principal: CurrentPrincipal,
     svc: Svc,
     request: Request,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    # A page is at most MAX_PRODUCT_PAGE products: one request's rows and JSON stay small.
+    limit: Annotated[int, Query(ge=1, le=MAX_PRODUCT_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> ProductPage:
     await svc.auth.authorize(principal, "get", namespace)
     reader = request.app.state.catalogs
-    snap = await anyio.to_thread.run_sync(reader.current, namespace, catalog)
-    if snap is None:
-        return ProductPage(catalogVersion=0, items=[], total=0, limit=limit, offset=offset)
-    total, items = await anyio.to_thread.run_sync(reader.page, snap, limit, offset)
-    return ProductPage(
-        catalogVersion=snap.version, items=items, total=total, limit=limit, offset=offset
-    )
+    version, total, items = await reader.page(namespace, catalog, limit, offset)
+    return ProductPage(catalogVersion=version, items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get(
@@ -272,10 +268,7 @@ async def get_product(
 ) -> dict[str, Any]:
     await svc.auth.authorize(principal, "get", namespace)
     reader = request.app.state.catalogs
-    snap = await anyio.to_thread.run_sync(reader.current, namespace, catalog)
-    product = None
-    if snap is not None:
-        product = await anyio.to_thread.run_sync(reader.get, snap, sku)
+    product = await reader.get(namespace, catalog, sku)
     if product is None:
         raise ApiError(404, f"no product with sku {sku!r} in catalog {catalog!r}", code="not_found")
     return product
