@@ -8,6 +8,12 @@ Two modes behind one interface:
   REST callers and kubectl users share one permission model (RBAC). A token counts only
   when it was issued for the API's audience (`kubectl create token SA --audience
   productimport`): a token taken from some Pod, issued for the API server, does not.
+
+In kubernetes mode every unknown token costs the API server a TokenReview, so: a token's
+successful review is kept a few seconds, a failed one too (a client retrying with a
+revoked token asks the API server once), and reviews of tokens not verified recently
+draw from one process-wide token bucket; when it is empty the caller gets 429 with
+Retry-After and the API server is not asked.
 """
 
 from __future__ import annotations
@@ -16,17 +22,19 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import yaml
 from kubernetes import client as k8s
 
 from productimport.api.errors import ApiError
+from productimport.api.metrics import ApiMetrics
 from productimport.api.resources import GROUP, PLURAL
 
 log = logging.getLogger(__name__)
@@ -133,38 +141,80 @@ class StaticTokenAuth:
         raise _forbidden(principal, verb, namespace)
 
 
+class TokenBucket:
+    """`rate` permits a second, at most `burst` saved up. Used from the event loop only
+    (no lock: nothing awaits between reading and updating it)."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._permits = float(burst)
+        self._at = time.monotonic()
+
+    def take(self) -> float:
+        """0 when a permit was taken, else the seconds until one will be there."""
+        now = time.monotonic()
+        self._permits = min(float(self.burst), self._permits + (now - self._at) * self.rate)
+        self._at = now
+        if self._permits >= 1:
+            self._permits -= 1
+            return 0.0
+        return (1 - self._permits) / self.rate
+
+
 class KubernetesAuth:
     """TokenReview + SubjectAccessReview. The API's own ServiceAccount needs
     `create` on tokenreviews and subjectaccessreviews (system:auth-delegator).
 
     A token's review is kept for REVIEW_TTL seconds (at most REVIEW_CACHE entries), so a
-    client's burst of calls costs the API server one review, not one per call."""
+    client's burst of calls costs the API server one review, not one per call. A failed
+    review is kept FAILURE_TTL seconds (at most FAILURE_CACHE entries, by SHA-256 of the
+    token, never the token). Tokens not in either cache are reviewed at most
+    `review_rate` a second (burst `review_burst`); a token that passed before and is due
+    for a fresh review skips that limit, so a spray of made-up tokens cannot lock out
+    the clients already using the API."""
 
     REVIEW_TTL = 10.0
     REVIEW_CACHE = 4096
+    FAILURE_TTL = 10.0
+    FAILURE_CACHE = 4096
 
-    def __init__(self, api_client: k8s.ApiClient, audiences: list[str]) -> None:
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        audiences: list[str],
+        *,
+        review_rate: float = 50.0,
+        review_burst: int = 100,
+        metrics: ApiMetrics | None = None,
+    ) -> None:
         self._authn = k8s.AuthenticationV1Api(api_client)
         self._authz = k8s.AuthorizationV1Api(api_client)
         self._audiences = audiences
         self._reviewed: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._failed: OrderedDict[str, float] = OrderedDict()
+        self._bucket = TokenBucket(review_rate, review_burst)
+        self._metrics = metrics or ApiMetrics()
 
     async def authenticate(self, token: str) -> Principal:
         key = hashlib.sha256(token.encode()).hexdigest()
+        now = time.monotonic()
         cached = self._reviewed.get(key)
-        if cached and time.monotonic() - cached[0] < self.REVIEW_TTL:
+        if cached and now - cached[0] < self.REVIEW_TTL:
             return cached[1]
-        review = k8s.V1TokenReview(
-            spec=k8s.V1TokenReviewSpec(token=token, audiences=self._audiences)
-        )
-        result = await anyio.to_thread.run_sync(self._authn.create_token_review, review)
-        status = result.status
+        failed_at = self._failed.get(key)
+        if failed_at is not None and now - failed_at < self.FAILURE_TTL:
+            raise self._invalid()
+        if cached is None:
+            self._limit_unknown()
+        status = await self._review(token)
         if not status or not status.authenticated or not status.user:
-            raise unauthenticated(
-                "the bearer token is not valid for this API (a ServiceAccount token must "
-                f"be issued for audience {', '.join(self._audiences)}: kubectl create "
-                f"token SA --audience {self._audiences[0]})"
-            )
+            self._metrics.token_reviews.labels("rejected").inc()
+            self._reviewed.pop(key, None)
+            self._remember(self._failed, key, time.monotonic(), self.FAILURE_CACHE)
+            raise self._invalid()
+        self._metrics.token_reviews.labels("authenticated").inc()
+        self._failed.pop(key, None)
         user = status.user
         principal = Principal(
             name=user.username or "",
@@ -172,10 +222,42 @@ class KubernetesAuth:
             uid=user.uid or "",
             extra={k: list(v) for k, v in (user.extra or {}).items()},
         )
-        self._reviewed[key] = (time.monotonic(), principal)
-        while len(self._reviewed) > self.REVIEW_CACHE:
-            self._reviewed.popitem(last=False)
+        self._remember(self._reviewed, key, (time.monotonic(), principal), self.REVIEW_CACHE)
         return principal
+
+    def _limit_unknown(self) -> None:
+        wait = self._bucket.take()
+        if wait:
+            self._metrics.token_reviews_limited.inc()
+            retry = max(1, math.ceil(wait))
+            raise ApiError(
+                429,
+                "too many requests with bearer tokens this API has not verified recently; "
+                f"retry in {retry} s",
+                code="too_many_requests",
+                headers={"Retry-After": str(retry)},
+            )
+
+    async def _review(self, token: str) -> k8s.V1TokenReviewStatus | None:
+        review = k8s.V1TokenReview(
+            spec=k8s.V1TokenReviewSpec(token=token, audiences=self._audiences)
+        )
+        result = await anyio.to_thread.run_sync(self._authn.create_token_review, review)
+        return result.status
+
+    def _invalid(self) -> ApiError:
+        return unauthenticated(
+            "the bearer token is not valid for this API (a ServiceAccount token must "
+            f"be issued for audience {', '.join(self._audiences)}: kubectl create "
+            f"token SA --audience {self._audiences[0]})"
+        )
+
+    @staticmethod
+    def _remember(cache: OrderedDict[str, Any], key: str, value: Any, limit: int) -> None:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > limit:
+            cache.popitem(last=False)
 
     async def authorize(self, principal: Principal, verb: str, namespace: str) -> None:
         review = k8s.V1SubjectAccessReview(

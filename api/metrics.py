@@ -46,3 +46,15 @@ class ApiMetrics:
             ["api"],
             registry=self.registry,
         )
+        self.token_reviews = Counter(
+            "productimport_api_token_reviews_total",
+            "TokenReviews sent to the Kubernetes API server, by result.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.token_reviews_limited = Counter(
+            "productimport_api_token_reviews_limited_total",
+            "Requests answered 429 instead of reviewing a token the API had not verified "
+            "recently (the TokenReview rate limit).",
+            registry=self.registry,
+        )
