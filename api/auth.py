@@ -35,7 +35,7 @@ from kubernetes import client as k8s
 
 from productimport.api.errors import ApiError
 from productimport.api.metrics import ApiMetrics
-from productimport.api.resources import GROUP, PLURAL
+from productimport.models.resource import GROUP, PLURAL
 
 log = logging.getLogger(__name__)
 

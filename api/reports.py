@@ -1,8 +1,8 @@
 """Where an import's error report is, following docs/loader-contract.md, and reading it.
 
 `{prefix}{namespace}/{catalog}/imports/{importId}/errors.csv` and `errors.json` in the
-catalog bucket; the import id is the ProductImport's UID. `status.errorsRef`, when the
-operator has set it, names the CSV and wins.
+catalog bucket (Catalog.import_key); the import id is the ProductImport's UID.
+`status.errorsRef`, when the operator has set it, names the CSV and wins.
 
 errors.json is one JSON array of error records (the loader writes
 `[{"line", "column", "code", "message", "value"}, ...]`, productimport/engine/runner.py).
@@ -23,8 +23,11 @@ import anyio
 from minio import Minio
 
 from productimport.api.settings import ApiSettings
-from productimport.api.storage import iter_response, open_object, parse_s3_ref
+from productimport.api.storage import iter_response, open_object
 from productimport.api.views import ImportView
+from productimport.engine.catalog import Catalog
+from productimport.engine.objectstore import parse_s3_url
+from productimport.engine.s3store import MinioObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +43,22 @@ class ReportError(Exception):
     """The stored report is not a JSON array of records (corrupt or not ours)."""
 
 
-def report_location(settings: ApiSettings, imp: ImportView, kind: str) -> tuple[str, str]:
+def report_location(
+    client: Minio, settings: ApiSettings, imp: ImportView, kind: str
+) -> tuple[str, str]:
     """(bucket, key) of errors.csv or errors.json for the import."""
     if imp.errors_ref and imp.errors_ref.startswith("s3://"):
-        bucket, key = parse_s3_ref(imp.errors_ref)
+        bucket, key = parse_s3_url(imp.errors_ref)
         base = key.rsplit("/", 1)[0]
         return bucket, f"{base}/errors.{kind}"
-    prefix = settings.catalog_prefix.strip("/")
-    prefix = f"{prefix}/" if prefix else ""
-    return (
-        settings.catalog_bucket,
-        f"{prefix}{imp.namespace}/{imp.catalog}/imports/{imp.uid}/errors.{kind}",
-    )
+    # The loader's own layout (engine/catalog.py), in the store the loader writes to.
+    store = MinioObjectStore(client, settings.catalog_bucket, settings.catalog_prefix)
+    catalog = Catalog(store, imp.namespace, imp.catalog)
+    return parse_s3_url(store.ref(catalog.import_key(imp.uid, f"errors.{kind}")))
 
 
 async def open_report(client: Minio, settings: ApiSettings, imp: ImportView, kind: str) -> Any:
-    bucket, key = report_location(settings, imp, kind)
+    bucket, key = report_location(client, settings, imp, kind)
     return await anyio.to_thread.run_sync(open_object, client, bucket, key)
 
 
@@ -166,7 +169,7 @@ async def open_error_records(client: Minio, settings: ApiSettings, imp: ImportVi
     """The import's error records, read from MinIO as they are consumed: a blocking
     generator (pull from it in a worker thread; close it to release the connection).
     Empty when there is no report."""
-    bucket, key = report_location(settings, imp, "json")
+    bucket, key = report_location(client, settings, imp, "json")
     response = await anyio.to_thread.run_sync(open_object, client, bucket, key)
     if response is None:
         return _no_records()

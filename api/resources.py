@@ -13,19 +13,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from productimport.api.errors import ApiError
-
-GROUP = "catalog.productimport.dev"
-VERSION = "v1alpha1"
-PLURAL = "productimports"
-KIND = "ProductImport"
-
-LABEL_CATALOG = f"{GROUP}/catalog"
-LABEL_API = f"{GROUP}/api"
-ANNOTATION_REQUEST_ID = f"{GROUP}/request-id"
-ANNOTATION_UPLOADED_BY = f"{GROUP}/uploaded-by"
-ANNOTATION_FILENAME = f"{GROUP}/original-filename"
-ANNOTATION_NOTIFY_EMAIL = f"{GROUP}/notify-email"
-ANNOTATION_CANCEL = f"{GROUP}/cancel-requested"
+from productimport.models.resource import GROUP, PLURAL, VERSION
 
 
 def _translate(exc: ApiException, what: str) -> ApiError:

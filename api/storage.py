@@ -161,13 +161,6 @@ def ensure_bucket(client: Minio, bucket: str) -> None:
             raise
 
 
-def parse_s3_ref(ref: str) -> tuple[str, str]:
-    """`s3://bucket/key` -> (bucket, key)."""
-    rest = ref.removeprefix("s3://")
-    bucket, _, key = rest.partition("/")
-    return bucket, key
-
-
 def read_object(client: Minio, bucket: str, key: str) -> bytes | None:
     """The whole (small) object, or None when it does not exist."""
     try:

@@ -20,7 +20,10 @@ from productimport.api.auth import Principal
 from productimport.api.context import current_request_id
 from productimport.api.errors import ApiError
 from productimport.api.formstream import Limits, Upload, receive_upload
-from productimport.api.resources import (
+from productimport.api.services import Services
+from productimport.api.sniff import FormatError, check_format
+from productimport.api.storage import MultipartWriter
+from productimport.models.resource import (
     ANNOTATION_FILENAME,
     ANNOTATION_NOTIFY_EMAIL,
     ANNOTATION_REQUEST_ID,
@@ -31,15 +34,12 @@ from productimport.api.resources import (
     LABEL_CATALOG,
     VERSION,
 )
-from productimport.api.services import Services
-from productimport.api.sniff import FormatError, check_format
-from productimport.api.storage import MultipartWriter
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class ImportOptions:
+class UploadRequest:
     """What the client asked for, read from the form fields once the stream has ended
     (fields may follow the file in the body)."""
 
@@ -67,7 +67,7 @@ def build_resource(
     bucket: str,
     key: str,
     fmt: str,
-    options: ImportOptions,
+    options: UploadRequest,
     upload: Upload,
     principal: Principal,
 ) -> dict[str, Any]:
@@ -112,7 +112,7 @@ async def upload_and_create(
     catalog: str,
     api: str,
     limits: Limits,
-    read_options: Callable[[dict[str, str]], ImportOptions],
+    read_options: Callable[[dict[str, str]], UploadRequest],
     format_status: dict[int, int] | None = None,
 ) -> dict[str, Any]:
     """Returns the created ProductImport. `format_status` remaps the 415/422 of the

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from productimport.api.resources import ANNOTATION_CANCEL, ANNOTATION_REQUEST_ID, LABEL_CATALOG
+from productimport.models.resource import ANNOTATION_CANCEL, ANNOTATION_REQUEST_ID, LABEL_CATALOG
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "Queued",

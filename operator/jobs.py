@@ -11,11 +11,16 @@ import hashlib
 from typing import Any
 
 from productimport.engine.errors import EXIT_BAD_DATA, EXIT_RESOURCES, EXIT_SOURCE_MISSING
-from productimport.models.resource import GROUP, KIND, VERSION, ProductImportSpec
+from productimport.models.resource import (
+    GROUP,
+    KIND,
+    LABEL_CATALOG,
+    LABEL_IMPORT,
+    VERSION,
+    ProductImportSpec,
+)
 from productimport.operator.settings import OperatorSettings
 
-LABEL_CATALOG = f"{GROUP}/catalog"
-LABEL_IMPORT = f"{GROUP}/import"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "productimport-operator"
 CONTAINER = "loader"

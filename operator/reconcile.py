@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from productimport.engine.catalog import Catalog
 from productimport.engine.errors import EXIT_TEMPORARY, TemporaryFailure
 from productimport.models.product import ImportResult
-from productimport.models.resource import GROUP, Phase, ProductImportSpec
+from productimport.models.resource import ANNOTATION_CANCEL, Phase, ProductImportSpec
 from productimport.operator import credentials, metrics
 from productimport.operator.conditions import is_terminal, phase_of, status_patch
 from productimport.operator.jobs import build_job, job_name
@@ -35,7 +35,6 @@ from productimport.operator.store import ImportReports
 
 log = logging.getLogger(__name__)
 
-ANNOTATION_CANCEL = f"{GROUP}/cancel-requested"
 # What earlier versions copied into every import namespace: the operator's own MinIO keys.
 LEGACY_SHARED_SECRET = "productimport-loader-minio"
 NORMAL, WARNING = "Normal", "Warning"

@@ -24,7 +24,7 @@ class ImportReports:
 
     def _read(self, namespace: str, catalog: str, import_id: str, name: str) -> bytes | None:
         cat = Catalog(self.store, namespace, catalog)
-        found = self.store.get_with_etag(cat.key(f"imports/{import_id}/{name}"))
+        found = self.store.get_with_etag(cat.import_key(import_id, name))
         return found[0] if found else None
 
     def result(self, namespace: str, catalog: str, import_id: str) -> ImportResult | None:

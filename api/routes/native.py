@@ -12,11 +12,12 @@ from productimport.api.errors import ApiError
 from productimport.api.forms import NATIVE_BODY, NativeForm, parse_form
 from productimport.api.formstream import Limits
 from productimport.api.reports import open_report
-from productimport.api.resources import LABEL_CATALOG
 from productimport.api.security import CurrentPrincipal, Svc
 from productimport.api.storage import aiter_object
-from productimport.api.uploads import ImportOptions, upload_and_create
+from productimport.api.uploads import UploadRequest, upload_and_create
 from productimport.api.views import ImportView, view
+from productimport.models.product import ImportCounts
+from productimport.models.resource import LABEL_CATALOG
 
 router = APIRouter(prefix="/api/v1", tags=["native"])
 
@@ -26,15 +27,6 @@ Catalog = Annotated[str, Path(pattern=DNS_LABEL, max_length=63)]
 ImportName = Annotated[str, Path(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)]
 Sku = Annotated[str, Path(min_length=1, max_length=255)]
 MAX_PRODUCT_PAGE = 1000
-
-
-class Counts(BaseModel):
-    rows: int = 0
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    rejected: int = 0
 
 
 class ImportAccepted(BaseModel):
@@ -57,7 +49,7 @@ class ImportStatus(BaseModel):
     reason: str | None = None
     message: str | None = None
     dryRun: bool = False
-    counts: Counts = Field(default_factory=Counts)
+    counts: ImportCounts = Field(default_factory=ImportCounts)
     catalogVersion: int | None = None
     conditions: list[dict[str, Any]] = Field(default_factory=list)
     progress: dict[str, Any] | None = None
@@ -99,7 +91,9 @@ def status_of(imp: ImportView) -> ImportStatus:
         reason=imp.reason,
         message=imp.message,
         dryRun=imp.dry_run,
-        counts=Counts(**{k: v for k, v in imp.counts.items() if k in Counts.model_fields}),
+        counts=ImportCounts(
+            **{k: v for k, v in imp.counts.items() if k in ImportCounts.model_fields}
+        ),
         catalogVersion=imp.catalog_version,
         conditions=imp.conditions,
         progress=imp.progress,
@@ -111,9 +105,9 @@ def status_of(imp: ImportView) -> ImportStatus:
     )
 
 
-def _native_options(fields: dict[str, str]) -> ImportOptions:
+def _native_options(fields: dict[str, str]) -> UploadRequest:
     form = parse_form(NativeForm, fields)
-    return ImportOptions(
+    return UploadRequest(
         format=form.format, preset=form.preset, mode=form.mode, dry_run=form.dryRun
     )
 

@@ -23,10 +23,10 @@ from productimport.api.errors import ApiError
 from productimport.api.forms import PCM_BODY
 from productimport.api.formstream import Limits
 from productimport.api.reports import Records, open_error_records
-from productimport.api.resources import ANNOTATION_CANCEL
 from productimport.api.security import CurrentPrincipal, Svc
-from productimport.api.uploads import ImportOptions, upload_and_create
+from productimport.api.uploads import UploadRequest, upload_and_create
 from productimport.api.views import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, ImportView, view
+from productimport.models.resource import ANNOTATION_CANCEL
 
 router = APIRouter(prefix="/pcm", tags=["elasticpath-compatible"])
 
@@ -134,9 +134,9 @@ async def _find(svc: Svc, principal: Principal, job_id: str, verb: str) -> Impor
     return view(await svc.imports.find_by_uid(namespace, job_id))
 
 
-def _pcm_options(fields: dict[str, str]) -> ImportOptions:
+def _pcm_options(fields: dict[str, str]) -> UploadRequest:
     # The seed's import takes a CSV and nothing else.
-    return ImportOptions(format="csv", preset="elasticpath", mode="upsert")
+    return UploadRequest(format="csv", preset="elasticpath", mode="upsert")
 
 
 @router.post(

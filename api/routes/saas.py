@@ -16,7 +16,7 @@ from productimport.api.errors import ApiError
 from productimport.api.forms import SAAS_BODY, SaasForm, parse_form
 from productimport.api.formstream import Limits
 from productimport.api.security import CurrentPrincipal, Svc
-from productimport.api.uploads import ImportOptions, upload_and_create
+from productimport.api.uploads import UploadRequest, upload_and_create
 from productimport.api.views import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, ImportView, view
 
 router = APIRouter(prefix="/api/workspace", tags=["saas-compatible"])
@@ -127,10 +127,10 @@ async def bulk_import(
     await svc.auth.authorize(principal, "create", namespace)
     notify: dict[str, bool] = {}
 
-    def options(fields: dict[str, str]) -> ImportOptions:
+    def options(fields: dict[str, str]) -> UploadRequest:
         form = parse_form(SaasForm, fields)
         notify["email"] = form.notify_email
-        return ImportOptions(format=form.format, notify_email=form.notify_email)
+        return UploadRequest(format=form.format, notify_email=form.notify_email)
 
     obj = await upload_and_create(
         svc,

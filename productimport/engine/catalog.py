@@ -80,6 +80,11 @@ class Catalog:
     def ref(self, relative: str) -> str:
         return self.store.ref(self.key(relative))
 
+    def import_key(self, import_id: str, document: str) -> str:
+        """Where an import's own documents are (docs/loader-contract.md): result.json,
+        progress.json, errors.csv, errors.json."""
+        return self.key(f"imports/{import_id}/{document}")
+
     # -- reading ---------------------------------------------------------------------
     def head(self) -> tuple[Manifest | None, str | None]:
         """The current manifest (None for the empty catalog) and CURRENT's ETag."""

@@ -58,7 +58,7 @@ class ProgressReporter:
         # Progress is best effort: a store hiccup here must not fail the import.
         with contextlib.suppress(Exception):
             self.catalog.store.put(
-                self.catalog.key(f"imports/{self.import_id}/progress.json"),
+                self.catalog.import_key(self.import_id, "progress.json"),
                 json.dumps(document).encode(),
                 "application/json",
             )

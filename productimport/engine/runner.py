@@ -116,7 +116,7 @@ def spreadsheet_safe(cell: str) -> str:
 
 def _reused_result(catalog: Catalog, import_id: str) -> ImportResult | None:
     """Idempotency: a committed import id is never applied twice."""
-    stored = catalog.store.get_with_etag(catalog.key(f"imports/{import_id}/result.json"))
+    stored = catalog.store.get_with_etag(catalog.import_key(import_id, "result.json"))
     if stored is not None:
         result = ImportResult.model_validate_json(stored[0])
         if result.phase == "Succeeded" and not result.dryRun:
@@ -135,7 +135,7 @@ def _reused_result(catalog: Catalog, import_id: str) -> ImportResult | None:
         message=summary(counts) + f"; committed as version {manifest.version}",
         counts=counts,
         catalogVersion=manifest.version,
-        errorsRef=catalog.ref(f"imports/{import_id}/errors.csv"),
+        errorsRef=catalog.store.ref(catalog.import_key(import_id, "errors.csv")),
         completedAt=manifest.createdAt,
     )
 
@@ -159,7 +159,9 @@ class ImportRun:
         self.catalog = Catalog(self.store, options.namespace, options.catalog)
         self.progress = progress or ProgressReporter()
         self.started = datetime.now(UTC)
-        self.prefix = f"imports/{options.import_id}"
+
+    def _document(self, name: str) -> str:
+        return self.catalog.import_key(self.options.import_id, name)
 
     # -- public ----------------------------------------------------------------------
     def run(self) -> ImportResult:
@@ -527,12 +529,10 @@ class ImportRun:
                 writer.writerow([e.line, *map(spreadsheet_safe, cells)])
         with open(json_path, "w", encoding="utf-8") as handle:
             json.dump([e.model_dump() for e in errors], handle, ensure_ascii=False)
-        self.store.upload(self.catalog.key(f"{self.prefix}/errors.csv"), csv_path, "text/csv")
-        self.store.upload(
-            self.catalog.key(f"{self.prefix}/errors.json"), json_path, "application/json"
-        )
+        self.store.upload(self._document("errors.csv"), csv_path, "text/csv")
+        self.store.upload(self._document("errors.json"), json_path, "application/json")
         self._last_errors = errors
-        return self.catalog.ref(f"{self.prefix}/errors.csv")
+        return self.store.ref(self._document("errors.csv"))
 
     # -- results ---------------------------------------------------------------------
     def _succeeded(
@@ -592,7 +592,7 @@ class ImportRun:
             mode=self.options.mode.value,
             counts=getattr(self, "_last_counts", ImportCounts()),
             catalogVersion=head_version,
-            errorsRef=self.catalog.ref(f"{self.prefix}/errors.csv") if errors else None,
+            errorsRef=self.store.ref(self._document("errors.csv")) if errors else None,
             errors=errors[:INLINE_ERRORS],
             startedAt=self.started,
             completedAt=datetime.now(UTC),
@@ -601,7 +601,7 @@ class ImportRun:
     def _write_result(self, result: ImportResult) -> None:
         try:
             self.store.put(
-                self.catalog.key(f"{self.prefix}/result.json"),
+                self._document("result.json"),
                 result.model_dump_json(indent=2).encode(),
                 "application/json",
             )

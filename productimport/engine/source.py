@@ -13,15 +13,15 @@ from urllib.parse import urlparse
 
 from productimport.engine.errors import (
     InvalidOptions,
+    ParseError,
     SourceNotAllowed,
     SourceNotFound,
     SourceTooLarge,
     SourceUnreachable,
 )
+from productimport.engine.formats import HEAD_BYTES, format_from_filename, sniff
 from productimport.engine.objectstore import fetch_s3_object
 from productimport.engine.options import InputFormat
-
-GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -96,19 +96,6 @@ def _download(url: str, target: Path) -> None:
         client.close()
 
 
-def _format_from_name(name: str) -> InputFormat | None:
-    lowered = name.lower().removesuffix(".gz").removesuffix(".gzip")
-    suffix = lowered.rsplit(".", 1)[-1] if "." in lowered else ""
-    return {
-        "csv": InputFormat.csv,
-        "tsv": InputFormat.csv,
-        "txt": InputFormat.csv,
-        "json": InputFormat.json,
-        "jsonl": InputFormat.jsonl,
-        "ndjson": InputFormat.jsonl,
-    }.get(suffix)
-
-
 @contextlib.contextmanager
 def open_bytes(path: Path, compressed: bool) -> Iterator[io.BufferedIOBase]:
     """The file's bytes, decompressed when needed."""
@@ -120,17 +107,20 @@ def open_bytes(path: Path, compressed: bool) -> Iterator[io.BufferedIOBase]:
 def describe(
     path: Path, name: str, fmt: InputFormat | None, compressed: bool | None
 ) -> LocalSource:
-    """Decide format and compression: explicit options first, then name, then content."""
+    """Decide format and compression: explicit options first, then name, then content
+    (the rules the upload API checks uploads with: engine/formats.py)."""
     with open(path, "rb") as handle:
-        magic = handle.read(2)
-    is_gzip = compressed if compressed is not None else magic == GZIP_MAGIC
-    if is_gzip and magic != GZIP_MAGIC:
+        head = handle.read(HEAD_BYTES)
+    found = sniff(head)
+    is_gzip = compressed if compressed is not None else found.gzip
+    if is_gzip and not found.gzip:
         raise InvalidOptions(f"{name} was declared gzip-compressed but is not")
-    fmt = fmt or _format_from_name(name)
+    named = format_from_filename(name)
+    fmt = fmt or (InputFormat(named) if named else None)
     if fmt is None:
-        with open_bytes(path, is_gzip) as handle:
-            head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-        fmt = {b"[": InputFormat.json, b"{": InputFormat.jsonl}.get(head[:1], InputFormat.csv)
+        if found.kind is None:
+            raise ParseError(f"{name} is not a product file: {found.reason}")
+        fmt = InputFormat(found.kind)
     return LocalSource(path=path, format=fmt, gzip=is_gzip, name=name)
 
 

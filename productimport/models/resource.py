@@ -25,6 +25,16 @@ PLURAL = "productimports"
 SINGULAR = "productimport"
 SHORT_NAMES = ("pi",)
 
+# Labels and annotations the API, the operator and users share (docs/api.md).
+LABEL_CATALOG = f"{GROUP}/catalog"  # every ProductImport the API creates, and every Job
+LABEL_IMPORT = f"{GROUP}/import"  # a Job: the ProductImport it runs
+LABEL_API = f"{GROUP}/api"  # which API family created the resource (native, saas, pcm)
+ANNOTATION_CANCEL = f"{GROUP}/cancel-requested"  # "true": cancel while still queued
+ANNOTATION_REQUEST_ID = f"{GROUP}/request-id"
+ANNOTATION_UPLOADED_BY = f"{GROUP}/uploaded-by"
+ANNOTATION_FILENAME = f"{GROUP}/original-filename"
+ANNOTATION_NOTIFY_EMAIL = f"{GROUP}/notify-email"
+
 IMMUTABLE_SPEC_MESSAGE = (
     "spec is immutable: an import runs once; to import again, create a new ProductImport "
     "with a new metadata.name"

@@ -1,5 +1,5 @@
 """Where the shared sample files are: ../shared/data beside the clone."""
 
-from pathlib import Path
+from tests.shared_data import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = SHARED_DATA

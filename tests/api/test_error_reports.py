@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from productimport.api.reports import ReportError, iter_json_array
-from productimport.api.resources import ANNOTATION_CANCEL, GROUP, PLURAL, VERSION
 from productimport.api.storage import ensure_bucket
 from productimport.models.product import ErrorRecord
+from productimport.models.resource import ANNOTATION_CANCEL, GROUP, PLURAL, VERSION
 
 CATALOG = "reports"
 

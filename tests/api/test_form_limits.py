@@ -19,7 +19,7 @@ from productimport.api.formstream import (
     MAX_PART_HEADER_BYTES,
     MAX_PARTS,
 )
-from productimport.api.resources import GROUP, PLURAL, VERSION
+from productimport.models.resource import GROUP, PLURAL, VERSION
 
 BOUNDARY = "pi-attack-boundary"
 MiB = 1024 * 1024

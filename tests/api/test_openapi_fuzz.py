@@ -8,7 +8,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from productimport.api.resources import GROUP
+from productimport.models.resource import GROUP
 
 
 def test_openapi_document_lists_every_route(api):

@@ -8,7 +8,7 @@ import uuid
 import httpx
 from api_testdata import DATA
 
-from productimport.api.resources import GROUP, PLURAL, VERSION
+from productimport.models.resource import GROUP, PLURAL, VERSION
 
 PCM_CSV = (DATA / "elasticpath-pcm" / "pim_product_import_example.csv").read_bytes()
 WOO_CSV = (DATA / "woocommerce-sample-data" / "sample_products.csv").read_bytes()

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from api_testdata import DATA
 
-from productimport.api.sniff import FormatError, check_format, format_from_filename
+from productimport.api.sniff import FormatError, check_format
+from productimport.engine.formats import format_from_filename
 
 
 def head(path: Path) -> bytes:

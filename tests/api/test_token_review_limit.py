@@ -10,7 +10,7 @@ import secrets
 import httpx
 import pytest
 
-from productimport.api.resources import GROUP, PLURAL
+from productimport.models.resource import GROUP, PLURAL
 
 AUDIENCE = "productimport"
 BURST = 4

@@ -10,7 +10,7 @@ import time
 import httpx
 from api_testdata import DATA
 
-from productimport.api.resources import GROUP, PLURAL, VERSION
+from productimport.models.resource import GROUP, PLURAL, VERSION
 
 PCM_CSV = DATA / "elasticpath-pcm" / "pim_product_import_example.csv"
 MAGENTO = DATA / "magento2-sample-data" / "products.csv"

@@ -25,8 +25,9 @@ from chart_support import CHART, REPO
 
 from devenv import images
 from devenv.waiting import wait_for
+from tests.shared_data import SHARED_DATA
 
-DATA = REPO.parent / "shared" / "data"
+DATA = SHARED_DATA
 ELASTICPATH = DATA / "elasticpath-pcm" / "pim_product_import_example.csv"
 GROUP = "catalog.productimport.dev"
 

@@ -17,8 +17,7 @@ from productimport.engine.options import ImportOptions
 from productimport.engine.products import list_products
 from productimport.engine.runner import run_import
 from productimport.models.product import ImportResult
-
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+from tests.shared_data import SHARED_DATA
 
 
 class Engine:

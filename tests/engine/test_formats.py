@@ -127,3 +127,19 @@ def test_gzip_jsonl_format_from_name(engine):
 def test_empty_file_fails_with_a_reason(engine):
     result, code = engine.run_with_code(engine.write("p.csv", ""))
     assert result.reason == "ParseError" and code == 65
+
+
+def test_a_spreadsheet_without_a_declared_format_is_refused_by_name_of_what_it_is(engine):
+    """The loader and the upload API tell files apart by one set of rules
+    (engine/formats.py): a spreadsheet is not read as a CSV of garbage."""
+    result, code = engine.run_with_code(engine.write("export", b"PK\x03\x04" + b"\x00" * 200))
+    assert (result.reason, code) == ("ParseError", 65)
+    assert "a ZIP archive" in result.message
+
+
+def test_one_object_per_line_is_jsonl_and_one_object_over_lines_is_json():
+    from productimport.engine.formats import sniff
+
+    assert sniff(b'{"sku": "A"}\n{"sku": "B"}\n').kind == "jsonl"
+    assert sniff(b'{\n  "sku": "A"\n}\n').kind == "json"
+    assert sniff(gzip.compress(b'[{"sku": "A"}]')).kind == "json"

@@ -12,8 +12,9 @@ from pathlib import Path
 from minio.error import S3Error
 
 from devenv.waiting import wait_for
+from tests.shared_data import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = SHARED_DATA
 MAGENTO = DATA / "magento2-sample-data" / "products.csv"  # 1994 valid products
 
 
