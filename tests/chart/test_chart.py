@@ -180,7 +180,16 @@ def test_default_render(helm: Path, tmp_path: Path) -> None:
     accounts = {d["metadata"]["name"] for d in find(docs, "ServiceAccount")}
     assert accounts == {"pi-productimport-operator", "pi-productimport-api"}
     assert not find(docs, "Role") and not find(docs, "ServiceMonitor")
-    assert len(find(docs, "Secret")) == 1  # MinIO only; no tokens in kubernetes auth mode
+    # MinIO's and the webhook signing key; no tokens in kubernetes auth mode.
+    secrets = {d["metadata"]["name"] for d in find(docs, "Secret")}
+    assert secrets == {"pi-productimport-minio", "pi-productimport-webhook"}
+    (webhook,) = find(docs, "Secret", "pi-productimport-webhook")
+    assert len(webhook["stringData"]["signingKey"]) == 48  # generated at install
+    operator_env = env_of(operator["spec"]["template"]["spec"]["containers"][0])
+    assert operator_env["PRODUCTIMPORT_OPERATOR_WEBHOOK_SIGNING_KEY"]["secretKeyRef"] == {
+        "name": "pi-productimport-webhook",
+        "key": "signingKey",
+    }
 
 
 def test_namespaced_render(helm: Path, tmp_path: Path) -> None:
@@ -231,8 +240,9 @@ def test_static_auth_and_existing_secrets(helm: Path, tmp_path: Path) -> None:
         "api": {"auth": {"mode": "static", "static": {"tokens": tokens}}},
         "minio": {"existingSecret": "store-creds",
                   "existingSecretKeys": {"accessKey": "user", "secretKey": "password"}},
+        "operator": {"webhook": {"existingSecret": "hook-key"}},
     })  # fmt: skip
-    (secret,) = find(docs, "Secret")  # the MinIO one is the user's own
+    (secret,) = find(docs, "Secret")  # the MinIO one and the webhook key are the user's own
     assert yaml.safe_load(secret["stringData"]["tokens.yaml"]) == {"tokens": tokens}
     api = the(docs, "Deployment", "pi-productimport-api")
     env = env_of(api["spec"]["template"]["spec"]["containers"][0])
@@ -242,6 +252,10 @@ def test_static_auth_and_existing_secrets(helm: Path, tmp_path: Path) -> None:
         "key": "tokens.yaml",
     }
     assert env["MINIO_SECRET_KEY"]["secretKeyRef"] == {"name": "store-creds", "key": "password"}
+    operator = the(docs, "Deployment", "pi-productimport-operator")
+    operator_env = env_of(operator["spec"]["template"]["spec"]["containers"][0])
+    signing = operator_env["PRODUCTIMPORT_OPERATOR_WEBHOOK_SIGNING_KEY"]["secretKeyRef"]
+    assert signing == {"name": "hook-key", "key": "signingKey"}
     # Static tokens: the API needs no TokenReview/SubjectAccessReview rights.
     api_cr = the(docs, "ClusterRole", "productimport-pi-productimport-api")
     assert {r["resources"][0] for r in api_cr["rules"]} == {"productimports"}

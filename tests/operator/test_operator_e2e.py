@@ -216,7 +216,12 @@ def test_progress_is_visible_while_running_and_the_webhook_hears_the_outcome(clu
 
         running = wait_for("progress in the status", progressing)
         # Any stage before "done": a step of the paused loader may carry it past several.
-        assert running["progress"]["stage"] in ("reading", "validating", "merging", "committing")
+        # (Seen once in CI: stage "done" while Running. The Job's story says how, next time.)
+        assert running["progress"]["stage"] in ("reading", "validating", "merging", "committing"), (
+            running,
+            [j.get("status") for j in jobs_of(cluster, ns)],
+            events_of(cluster, "big", ns),
+        )
         assert running["message"].startswith(running["progress"]["stage"])
         freeze(loader, False)
         status = finished(cluster, "big", ns)["status"]
