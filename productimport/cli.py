@@ -6,28 +6,22 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape as escape_markup
 from rich.table import Table
 
-from productimport.engine.catalog import Catalog
+from productimport.engine.choices import InputFormat, Mode, Preset
 from productimport.engine.errors import EXIT_BAD_DATA, EXIT_UNEXPECTED, ImportFailure
-from productimport.engine.objectstore import open_store
-from productimport.engine.options import (
-    CsvOptions,
-    ErrorPolicy,
-    ImportOptions,
-    InputFormat,
-    Mode,
-    Preset,
-)
-from productimport.engine.products import list_products
-from productimport.engine.progress import ProgressReporter
-from productimport.engine.runner import run_import
+
+if TYPE_CHECKING:
+    from productimport.engine.catalog import Catalog
+
+# The engine proper (DuckDB, the store clients, the catalog's models) is imported by the
+# command that needs it: `--help`, a typo and `products list` do not pay for the import
+# pipeline, and an import does not pay for the listing.
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Bulk product-catalog imports with DuckDB."
@@ -52,6 +46,13 @@ StoreOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+
+def _catalog(store: str | None, namespace: str, name: str) -> Catalog:
+    from productimport.engine.catalog import Catalog
+    from productimport.engine.objectstore import open_store
+
+    return Catalog(open_store(store), namespace, name)
 
 
 def _fail_usage(message: str, as_json: bool) -> None:
@@ -96,6 +97,10 @@ def import_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Import a product file into a catalog."""
+    from pydantic import ValidationError
+
+    from productimport.engine.options import CsvOptions, ErrorPolicy, ImportOptions
+
     pairs = {}
     for item in mapping or []:
         column, sep, field = item.rpartition("=")
@@ -144,6 +149,9 @@ def import_command(
                 stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
                 err.print(f"{stamp} progress: {label}", markup=False, highlight=False)
                 logged.update(stage=stage, at=now)
+
+        from productimport.engine.progress import ProgressReporter
+        from productimport.engine.runner import run_import
 
         progress = ProgressReporter(on_change=show)
         try:
@@ -202,8 +210,10 @@ def products_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List products (ordered by SKU)."""
+    from productimport.engine.products import list_products
+
     products, total = list_products(
-        Catalog(open_store(store), namespace, catalog), offset=offset, limit=limit, version=version
+        _catalog(store, namespace, catalog), offset=offset, limit=limit, version=version
     )
     if as_json:
         print(json.dumps(products, default=str))
@@ -228,7 +238,7 @@ def catalog_versions(
     as_json: JsonOpt = False,
 ) -> None:
     """List the catalog's versions, newest first."""
-    history = list(Catalog(open_store(store), namespace, catalog).history())
+    history = list(_catalog(store, namespace, catalog).history())
     if as_json:
         print(json.dumps([m.model_dump(mode="json") for m in history]))
         return
@@ -255,7 +265,7 @@ def catalog_rollback(
 ) -> None:
     """Make an earlier version current again (recorded as a new version)."""
     try:
-        manifest = Catalog(open_store(store), namespace, catalog).rollback(to)
+        manifest = _catalog(store, namespace, catalog).rollback(to)
     except ImportFailure as failure:
         _fail_usage(failure.message, as_json)
         return

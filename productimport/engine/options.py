@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from productimport.engine.choices import InputFormat, Mode, Preset
 
-class InputFormat(StrEnum):
-    csv = "csv"
-    json = "json"
-    jsonl = "jsonl"
-
-
-class Preset(StrEnum):
-    native = "native"
-    elasticpath = "elasticpath"
-    shopify = "shopify"
-    woocommerce = "woocommerce"
-
-
-class Mode(StrEnum):
-    upsert = "upsert"  # create new SKUs, update existing ones
-    create = "create"  # existing SKUs are rejected
-    update = "update"  # unknown SKUs are rejected
-    replace = "replace"  # upsert, then delete products missing from the file (opt-in)
+__all__ = ["CsvOptions", "ErrorPolicy", "ImportOptions", "InputFormat", "Mode", "Preset"]
 
 
 class CsvOptions(BaseModel):
