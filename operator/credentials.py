@@ -14,7 +14,7 @@ credential is minted.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
 from minio.credentials import AssumeRoleProvider
 
@@ -99,3 +99,23 @@ def mint(settings: MinioSettings, policy: dict[str, Any], seconds: int) -> dict[
         "MINIO_SECRET_KEY": creds.secret_key,
         "MINIO_SESSION_TOKEN": creds.session_token or "",
     }
+
+
+class LoaderCredentials(Protocol):
+    """The seam the reconciler gets a loader's credentials through: the MINIO_* variables
+    for a loader that may read and write `catalog_objects` and read `source` (s3://
+    references, `catalog_objects` ending in a wildcard; `source` None for a URL source).
+    Raises TemporaryFailure when they cannot be had now."""
+
+    def __call__(self, catalog_objects: str, source: str | None) -> dict[str, str]: ...
+
+
+class StsCredentials:
+    """The real LoaderCredentials: STS AssumeRole at MinIO under `session_policy`."""
+
+    def __init__(self, settings: MinioSettings, seconds: int) -> None:
+        self.settings = settings
+        self.seconds = seconds
+
+    def __call__(self, catalog_objects: str, source: str | None) -> dict[str, str]:
+        return mint(self.settings, session_policy(catalog_objects, source), self.seconds)

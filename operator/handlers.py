@@ -6,6 +6,10 @@
   makes restarts, missed events and a recovered MinIO converge).
 Handler state lives in annotations under the project's own prefix, with its own
 finalizer name (configured in `configure`).
+
+The reconciler and the settings reach the handlers through kopf's `memo`: main.py passes
+the operator's memo to kopf.run (see `operator_memo`), and kopf gives each resource
+object a shallow copy of it, so every handler sees the same Reconciler.
 """
 
 from __future__ import annotations
@@ -24,23 +28,30 @@ from productimport.operator.reconcile import Reconciler
 from productimport.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
-_state: dict[str, Any] = {}
 
 
-def install(reconciler: Reconciler, settings: OperatorSettings) -> None:
-    _state["reconciler"] = reconciler
-    _state["settings"] = settings
+def operator_memo(reconciler: Reconciler, settings: OperatorSettings) -> kopf.Memo:
+    """The operator's memo (kopf.run(memo=...)): what every handler needs."""
+    return kopf.Memo(reconciler=reconciler, settings=settings)
 
 
-async def _pass(namespace: str, name: str) -> None:
+async def _pass(memo: kopf.Memo, namespace: str, name: str) -> None:
+    reconciler: Reconciler = memo.reconciler
     try:
-        await asyncio.to_thread(_state["reconciler"].reconcile, namespace, name)
+        await asyncio.to_thread(reconciler.reconcile, namespace, name)
     except TemporaryFailure as exc:
-        raise kopf.TemporaryError(str(exc), delay=_state["settings"].poll_seconds) from exc
+        delay = memo.settings.poll_seconds
+        raise kopf.TemporaryError(str(exc), delay=delay) from exc
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    if not isinstance(memo.get("reconciler"), Reconciler):
+        # Started as `kopf run` on this module instead of productimport-operator.
+        raise kopf.PermanentError(
+            "no reconciler in the operator's memo: start the operator with "
+            "productimport-operator (operator/main.py), which passes it to kopf.run"
+        )
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
@@ -59,18 +70,18 @@ def _not_terminal(body: kopf.Body, **_: Any) -> bool:
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL, backoff=5)
-async def on_create(namespace: str, name: str, **_: Any) -> None:
-    await _pass(namespace, name)
+async def on_create(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    await _pass(memo, namespace, name)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=3.0, initial_delay=1.0, when=_not_terminal, backoff=5)
-async def on_timer(namespace: str, name: str, **_: Any) -> None:
-    await _pass(namespace, name)
+async def on_timer(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    await _pass(memo, namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
-async def on_job_event(body: kopf.Body, namespace: str, **_: Any) -> None:
+async def on_job_event(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     # Event handlers are not retried: a failed pass here is picked up by the timer.
     for ref in body.metadata.get("ownerReferences") or []:
         if ref.get("apiVersion") == f"{GROUP}/{VERSION}" and ref.get("controller"):
-            await _pass(namespace, ref["name"])
+            await _pass(memo, namespace, ref["name"])

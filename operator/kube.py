@@ -1,10 +1,15 @@
-"""The Kubernetes calls the reconciler makes, in one place (official client, synchronous)."""
+"""The Kubernetes calls the reconciler makes, in one place (official client, synchronous).
+
+`KubeApi` is the seam: everything the reconciler asks of the API server. `Kube` is the
+real one; the decision tests (tests/operator/test_decisions.py) run the reconciler
+against an in-memory one (tests/operator/memory_kube.py).
+"""
 
 from __future__ import annotations
 
 import contextlib
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -24,7 +29,37 @@ def _or_none(call, *args, **kwargs):
         raise
 
 
+class KubeApi(Protocol):
+    """What the reconciler asks of the API server. Objects are plain dicts as the API
+    serves them (camelCase), each a fresh copy; a missing object is None, never an error."""
+
+    def get_import(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def list_imports(self, namespace: str) -> list[dict[str, Any]]: ...
+    def patch_status(self, obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any] | None:
+        """A JSON merge patch of the status subresource (None removes a field)."""
+        ...
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def create_job(self, body: dict[str, Any]) -> bool:
+        """False when a Job of that name already exists."""
+        ...
+
+    def delete_job(self, namespace: str, name: str) -> None: ...
+    def catalog_jobs(self, namespace: str, catalog: str) -> list[dict[str, Any]]:
+        """The operator's Jobs labelled with this catalog."""
+        ...
+
+    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]: ...
+    def put_secret(
+        self, namespace: str, name: str, data: dict[str, str], owner: dict[str, Any] | None = None
+    ) -> None: ...
+    def delete_secret(self, namespace: str, name: str) -> None: ...
+    def event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None: ...
+
+
 class Kube:
+    """The real KubeApi: the official client against the API server."""
+
     def __init__(self, api_client: k8s.ApiClient) -> None:
         self.api_client = api_client
         self.custom = k8s.CustomObjectsApi(api_client)

@@ -28,7 +28,7 @@ def main() -> None:
     settings = OperatorSettings()
     kopf.configure(log_format=kopf.LogFormat.JSON, verbose=settings.log_level == "DEBUG")
     logging.getLogger().setLevel(settings.log_level)
-    handlers.install(Reconciler(Kube(api_client()), settings), settings)
+    memo = handlers.operator_memo(Reconciler(Kube(api_client()), settings), settings)
     start_http_server(settings.metrics_port, addr=settings.health_host)
     namespaces = settings.namespace_list
     kopf.run(
@@ -38,6 +38,8 @@ def main() -> None:
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=f"http://{settings.health_host}:{settings.health_port}/healthz",
+        # The reconciler and the settings, for every handler (handlers.py).
+        memo=memo,
     )
 
 

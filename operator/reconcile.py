@@ -8,6 +8,11 @@ memory, so an operator killed at any moment and started again carries on correct
 - a Job finished, or the loader's result already in the store: write the final status.
 Passes over imports of one catalog are serialised by a lock, so the "is it my turn"
 check and the Job creation are one step.
+
+What it talks to comes in through seams, so the decision table runs in memory
+(tests/operator/test_decisions.py): the API server (`KubeApi`), the store the loaders
+write to (`ImportReports`), the loader's credentials (`LoaderCredentials`), the webhook
+deliveries (`Notifier`) and the clock that times a store outage.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +34,7 @@ from productimport.models.resource import ANNOTATION_CANCEL, Phase, ProductImpor
 from productimport.operator import credentials, metrics
 from productimport.operator.conditions import is_terminal, phase_of, status_patch
 from productimport.operator.jobs import build_job, job_name
-from productimport.operator.kube import Kube
+from productimport.operator.kube import KubeApi
 from productimport.operator.notify import SIGNING_SECRET, Notifier
 from productimport.operator.settings import OperatorSettings
 from productimport.operator.store import ImportReports
@@ -109,17 +115,29 @@ def _parse_time(value: str | None) -> datetime | None:
 
 class Reconciler:
     def __init__(
-        self, kube: Kube, settings: OperatorSettings, reports: ImportReports | None = None
+        self,
+        kube: KubeApi,
+        settings: OperatorSettings,
+        reports: ImportReports | None = None,
+        *,
+        loader_credentials: credentials.LoaderCredentials | None = None,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kube = kube
         self.settings = settings
         self.reports = reports or ImportReports(settings.store)
+        # Each Job's own MinIO keys (STS at MinIO unless given).
+        self.loader_credentials = loader_credentials or credentials.StsCredentials(
+            settings.minio, settings.loader_credentials_seconds
+        )
+        self._clock = clock
         self._locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
         # Per import: passes that found a finished Job but no result, or no store at all.
         self._missing_results: dict[str, int] = defaultdict(int)
         self._store_down_since: dict[str, float] = {}
-        self._notifier: Notifier | None = None
+        self._notifier = notifier
 
     @property
     def notifier(self) -> Notifier:
@@ -158,8 +176,8 @@ class Reconciler:
                 self._store_down_since.pop(uid, None)
             except TemporaryFailure as exc:
                 # The store is down: try again at the next passes, for a while.
-                since = self._store_down_since.setdefault(uid, time.monotonic())
-                if time.monotonic() - since < self.settings.store_retry_seconds:
+                since = self._store_down_since.setdefault(uid, self._clock())
+                if self._clock() - since < self.settings.store_retry_seconds:
                     raise
                 self._finish_failed(
                     obj, "StoreUnavailable",
@@ -306,11 +324,8 @@ class Reconciler:
         # The catalog's keys exactly as the loader names them (same Catalog, same store).
         catalog = Catalog(self.reports.store, namespace, spec.catalog)
         src = spec.source.object
-        policy = credentials.session_policy(
+        data = self.loader_credentials(
             catalog.ref("*"), f"s3://{src.bucket}/{src.key}" if src else None
-        )
-        data = credentials.mint(
-            self.settings.minio, policy, self.settings.loader_credentials_seconds
         )
         self.kube.put_secret(namespace, name, data, owner=obj)
         # Versions before this one left the operator's own keys here: take them away.
@@ -361,7 +376,7 @@ class Reconciler:
             fields["progress"] = progress
         fields["startTime"] = previous.get("startTime") or job_status.get("startTime")
         self._patch_if_changed(obj, status_patch("running", reason, message, obj, **fields))
-        if previous.get("phase") != Phase.Running.value and reason == "JobRunning":
+        if previous.get("reason") != "JobRunning" and reason == "JobRunning":
             self.kube.event(obj, NORMAL, "ImportStarted", f"the loader is running: {message}")
         return False
 

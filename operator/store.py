@@ -15,12 +15,17 @@ from productimport.models.product import ImportResult
 
 
 class ImportReports:
-    def __init__(self, location: str) -> None:
+    """`location`: where the loaders write (`s3://bucket[/prefix]` or a local directory,
+    as the loader's --store), or an ObjectStore already opened."""
+
+    def __init__(self, location: str | ObjectStore) -> None:
         self.location = location
 
     @cached_property
     def store(self) -> ObjectStore:
-        return open_store(self.location)
+        if isinstance(self.location, str):
+            return open_store(self.location)
+        return self.location
 
     def _read(self, namespace: str, catalog: str, import_id: str, name: str) -> bytes | None:
         cat = Catalog(self.store, namespace, catalog)

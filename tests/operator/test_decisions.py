@@ -1,0 +1,735 @@
+"""The reconciler's decision table, one test per row, in memory (milliseconds each).
+
+The real Reconciler runs against the seams it is built on: the API server is a
+MemoryKube (memory_kube.py), the store the loaders write to is the engine's real
+LocalObjectStore in a temporary directory (behind a switch that takes it down), the
+loader's STS credentials are fixed ones, webhook deliveries are recorded instead of sent,
+and the clock that times a store outage is turned by hand. What the cluster itself does
+(the Job controller, the kubelet, MinIO's STS, a real loader) is in test_operator_e2e.py
+and test_real_node.py; these tests assert the same behaviour, decision by decision.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from memory_kube import MemoryKube
+
+from productimport.engine.catalog import Catalog
+from productimport.engine.errors import TemporaryFailure
+from productimport.engine.objectstore import LocalObjectStore
+from productimport.engine.progress import ProgressReporter
+from productimport.models.product import ErrorRecord, ImportCounts, ImportResult
+from productimport.models.resource import ANNOTATION_CANCEL
+from productimport.operator.jobs import build_job, job_name
+from productimport.operator.kube import Kube, KubeApi
+from productimport.operator.notify import SIGNING_SECRET
+from productimport.operator.reconcile import LEGACY_SHARED_SECRET, Reconciler
+from productimport.operator.settings import OperatorSettings
+from productimport.operator.store import ImportReports
+
+NS = "shop-a"
+FIXED_CREDENTIALS = {
+    "MINIO_ENDPOINT": "minio.test:9000",
+    "MINIO_SECURE": "false",
+    "MINIO_REGION": "us-east-1",
+    "MINIO_ACCESS_KEY": "fixed-access-key",
+    "MINIO_SECRET_KEY": "fixed-secret-key",
+    "MINIO_SESSION_TOKEN": "fixed-session-token",
+}
+
+
+class Outage:
+    """The engine's LocalObjectStore, with a switch: `down`, every call raises what the
+    MinIO store raises when MinIO does not answer (TemporaryFailure)."""
+
+    def __init__(self, inner: LocalObjectStore) -> None:
+        self.inner = inner
+        self.down = False
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise TemporaryFailure(f"MinIO unavailable while calling {name}: refused")
+            return method(*args, **kwargs)
+
+        return call
+
+
+class FixedCredentials:
+    """The LoaderCredentials seam: fixed keys, and what each Job was to be allowed."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.asked: list[tuple[str, str | None]] = []
+
+    def __call__(self, catalog_objects: str, source: str | None) -> dict[str, str]:
+        if self.down:
+            raise TemporaryFailure("MinIO refused or did not answer AssumeRole: refused")
+        self.asked.append((catalog_objects, source))
+        return dict(FIXED_CREDENTIALS)
+
+
+class RecordedNotifier:
+    """In place of the Notifier (which posts from a thread pool): what would be sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, dict[str, Any]]] = []
+
+    def key(self, namespace: str) -> str:
+        return f"signing-key-of-{namespace}"
+
+    def submit(self, url: str, obj: dict[str, Any], status: dict[str, Any]) -> None:
+        self.sent.append((url, obj["metadata"]["name"], status))
+
+
+@dataclass
+class Clock:
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class World:
+    root: Path
+    kube: MemoryKube = field(default_factory=MemoryKube)
+    credentials: FixedCredentials = field(default_factory=FixedCredentials)
+    notifier: RecordedNotifier = field(default_factory=RecordedNotifier)
+    clock: Clock = field(default_factory=Clock)
+
+    def __post_init__(self) -> None:
+        self.store = Outage(LocalObjectStore(self.root))
+        self.settings = OperatorSettings(
+            store=str(self.root),
+            upload_bucket="uploads",
+            result_read_attempts=3,
+            store_retry_seconds=60,
+            image_pull_grace_seconds=300,
+            inline_errors=5,
+        )
+        self.reconciler = Reconciler(
+            self.kube,
+            self.settings,
+            ImportReports(self.store),
+            loader_credentials=self.credentials,
+            notifier=self.notifier,
+            clock=self.clock,
+        )
+
+    # -- what a user does ----------------------------------------------------------------
+
+    def apply(
+        self, name: str, catalog: str = "main", metadata: dict | None = None, **spec: Any
+    ) -> dict[str, Any]:
+        spec.setdefault("source", {"object": {"bucket": "uploads", "key": f"{NS}/{name}.csv"}})
+        return self.kube.apply(NS, name, {"catalog": catalog, **spec}, **(metadata or {}))
+
+    def cancel(self, name: str) -> None:
+        self.kube.annotate(NS, name, ANNOTATION_CANCEL, "true")
+
+    # -- the operator --------------------------------------------------------------------
+
+    def reconcile(self, name: str) -> None:
+        self.reconciler.reconcile(NS, name)
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.kube.status(NS, name)
+
+    def job(self, name: str) -> str:
+        job = self.kube.job_of(NS, name)
+        assert job is not None, f"{name} has no Job"
+        return job["metadata"]["name"]
+
+    # -- what the loader leaves in the store ----------------------------------------------
+
+    def _catalog(self, name: str) -> tuple[Catalog, str]:
+        obj = self.kube.imports[(NS, name)]
+        return Catalog(self.store.inner, NS, obj["spec"]["catalog"]), obj["metadata"]["uid"]
+
+    def write_result(self, name: str, **fields: Any) -> ImportResult:
+        catalog, uid = self._catalog(name)
+        doc = {
+            "importId": uid,
+            "namespace": NS,
+            "catalog": catalog.name,
+            "phase": "Succeeded",
+            "reason": "ImportSucceeded",
+            "message": "1994 rows: 1994 created",
+            "counts": ImportCounts(rows=1994, created=1994),
+            "catalogVersion": 1,
+            "completedAt": datetime.now(UTC),
+            **fields,
+        }
+        result = ImportResult(**doc)
+        key = catalog.import_key(uid, "result.json")
+        self.store.inner.put(key, result.model_dump_json(indent=2).encode(), "application/json")
+        return result
+
+    def write_progress(self, name: str, stage: str, rows: int) -> None:
+        catalog, uid = self._catalog(name)
+        reporter = ProgressReporter()  # the loader's own writer of progress.json
+        reporter.attach(catalog, uid)
+        reporter.stage(stage, rows=rows)
+
+    def minio(self, up: bool) -> None:
+        """MinIO serves the store and the STS credentials: both go, and come back."""
+        self.store.down = self.credentials.down = not up
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path / "store")
+
+
+def _terminated(exit_code: int, reason: str = "Error", message: str = "") -> dict[str, Any]:
+    return {"terminated": {"exitCode": exit_code, "reason": reason, "message": message}}
+
+
+def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+# -- the seam ----------------------------------------------------------------------------
+
+
+def test_the_memory_kube_and_the_real_kube_keep_to_the_seam():
+    """Every KubeApi method exists on both, with the same parameters: the decision tests
+    exercise what the real operator calls."""
+    members = [n for n, v in vars(KubeApi).items() if callable(v) and not n.startswith("_")]
+    assert "get_import" in members and "event" in members
+    for name in members:
+        want = list(inspect.signature(getattr(KubeApi, name)).parameters)
+        for impl in (Kube, MemoryKube):
+            assert list(inspect.signature(getattr(impl, name)).parameters) == want, (impl, name)
+
+
+# -- the decision table ------------------------------------------------------------------
+
+
+def test_a_new_import_gets_its_job_and_its_own_credentials(world):
+    world.kube.put_secret(NS, LEGACY_SHARED_SECRET, {"MINIO_ACCESS_KEY": "the-operators-own"})
+    obj = world.apply("magento")
+    world.reconcile("magento")
+
+    name = world.job("magento")
+    assert name == job_name(obj)
+    job = world.kube.get_job(NS, name)
+    owner = job["metadata"]["ownerReferences"][0]
+    assert owner["uid"] == obj["metadata"]["uid"] and owner["controller"] is True
+    loader = job["spec"]["template"]["spec"]["containers"][0]
+    assert loader["envFrom"] == [{"secretRef": {"name": name}}]
+    # Its own credentials, allowed its catalog's objects and its source only, in a Secret
+    # named as its Job and owned by the import; the operator's shared keys are gone.
+    secret = world.kube.secrets[(NS, name)]
+    assert secret["stringData"] == FIXED_CREDENTIALS
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
+    assert world.credentials.asked == [
+        (str(world.root / NS / "main" / "*"), f"s3://uploads/{NS}/magento.csv")
+    ]
+    assert (NS, LEGACY_SHARED_SECRET) not in world.kube.secrets
+
+    status = world.status("magento")
+    assert status["phase"] == "Running" and status["reason"] == "JobCreated"
+    assert status["jobName"] == name and status["attempts"] == 0 and status["startTime"]
+    assert world.kube.reasons(NS, "magento") == ["JobCreated"]
+
+    # The next passes find the Job: no second Job, no second credentials, no new Event.
+    world.reconcile("magento")
+    world.reconcile("magento")
+    assert len(world.kube.jobs) == 1 and len(world.credentials.asked) == 1
+    assert world.kube.reasons(NS, "magento") == ["JobCreated"]
+
+
+def test_imports_of_one_catalog_queue_oldest_first(world):
+    for name in ("first", "second", "third"):
+        world.apply(name)
+    world.apply("elsewhere", catalog="outlet")
+    # Looked at newest first: the queue, not the order of the passes, decides.
+    for name in ("third", "second", "first", "elsewhere"):
+        world.reconcile(name)
+
+    assert world.kube.job_of(NS, "first") is not None
+    assert world.kube.job_of(NS, "elsewhere") is not None  # another catalog runs alongside
+    for name, position in (("second", 1), ("third", 2)):
+        status = world.status(name)
+        assert status["phase"] == "Queued" and status["reason"] == "Queued", status
+        assert "waiting for first" in status["message"]
+        assert f"position {position} in the queue" in status["message"]
+        assert world.kube.job_of(NS, name) is None
+        assert world.kube.reasons(NS, name) == ["Queued"]
+    # A queued import that is looked at again says nothing new.
+    world.reconcile("third")
+    assert world.kube.reasons(NS, "third") == ["Queued"]
+
+    # The first one ends: the next in line gets the catalog in the same pass.
+    world.kube.complete(NS, world.job("first"))
+    world.write_result("first")
+    world.reconcile("first")
+    assert world.status("first")["phase"] == "Succeeded"
+    assert world.kube.job_of(NS, "second") is not None
+    assert world.status("second")["phase"] == "Running"
+    world.reconcile("third")
+    assert world.kube.job_of(NS, "third") is None
+    assert "waiting for second" in world.status("third")["message"]
+    assert "position 1 in the queue" in world.status("third")["message"]
+
+
+def test_an_import_with_a_job_holds_its_catalog_even_when_it_is_younger(world):
+    """The running import is the one with a Job, not the oldest: an older import that
+    turns up while a younger one runs (re-created by a GitOps tool, say) waits for it."""
+    world.apply("older")
+    younger = world.apply("younger")
+    world.kube.create_job(build_job(younger, world.settings))  # an earlier operator's work
+    world.reconcile("older")
+    assert world.kube.job_of(NS, "older") is None
+    status = world.status("older")
+    assert status["reason"] == "Queued" and "waiting for younger" in status["message"]
+    world.reconcile("younger")
+    assert world.status("younger")["phase"] == "Running"
+
+
+def test_a_cancelled_queued_import_ends_cancelled_without_a_job(world):
+    world.apply("running")
+    world.apply("queued")
+    world.reconcile("running")
+    world.reconcile("queued")
+    world.cancel("queued")
+    world.reconcile("queued")
+
+    status = world.status("queued")
+    assert status["phase"] == "Failed" and status["reason"] == "Cancelled"
+    assert "before it started" in status["message"]
+    assert _condition(status, "Stalled")["status"] == "True"
+    assert world.kube.job_of(NS, "queued") is None
+    assert world.kube.reasons(NS, "queued") == ["Queued", "ImportFailed"]
+    assert world.status("running")["phase"] == "Running"  # the other one runs on
+
+
+def test_a_cancelled_running_import_loses_its_job_and_frees_the_catalog(world):
+    world.apply("running")
+    world.apply("next")
+    world.reconcile("running")
+    world.reconcile("next")
+    job = world.job("running")
+    world.kube.run(NS, job)
+    world.reconcile("running")
+    world.cancel("running")
+    world.reconcile("running")
+
+    assert world.kube.deleted_jobs == [(NS, job)]
+    assert world.kube.job_pods(NS, job) == []
+    status = world.status("running")
+    assert status["phase"] == "Failed" and status["reason"] == "Cancelled"
+    assert "Job deleted" in status["message"]
+    assert "progress" not in status
+    assert (NS, job) not in world.kube.secrets  # its credentials go with it
+    reasons = world.kube.reasons(NS, "running")
+    assert reasons[0] == "JobCreated" and reasons[-1] == "ImportFailed"
+    # The catalog is free: the next import starts in the same pass.
+    assert world.status("next")["phase"] == "Running" and world.kube.job_of(NS, "next")
+
+
+def test_a_completed_job_with_its_result_ends_succeeded_with_the_counts(world):
+    world.apply("magento")
+    world.reconcile("magento")
+    job = world.job("magento")
+
+    world.kube.run(NS, job)
+    world.reconcile("magento")
+    assert world.status("magento")["reason"] == "JobRunning"
+    world.write_progress("magento", "merging", 1994)
+    world.reconcile("magento")
+    running = world.status("magento")
+    assert running["phase"] == "Running" and running["message"] == "merging: 1,994 rows read"
+    assert running["progress"]["stage"] == "merging" and running["progress"]["rowsRead"] == 1994
+    assert running["attempts"] == 1
+
+    world.kube.complete(NS, job)
+    world.write_result("magento")
+    world.reconcile("magento")
+    status = world.status("magento")
+    assert status["phase"] == "Succeeded" and status["reason"] == "ImportSucceeded"
+    assert status["counts"] == {
+        "rows": 1994, "created": 1994, "updated": 0, "unchanged": 0, "deleted": 0, "rejected": 0
+    }  # fmt: skip
+    assert status["catalogVersion"] == 1 and status["attempts"] == 1
+    assert status["jobName"] == job and status["completionTime"]
+    # (A merge patch: the loader's last updatedAt stays beside the final stage.)
+    assert status["progress"]["stage"] == "done" and status["progress"]["rowsRead"] == 1994
+    ready = _condition(status, "Ready")
+    assert ready["status"] == "True" and ready["reason"] == "ImportSucceeded"
+    assert not any(c["type"] == "Reconciling" for c in status["conditions"])
+    reasons = world.kube.reasons(NS, "magento")
+    assert reasons[0] == "JobCreated" and reasons[-1] == "ImportSucceeded"
+    assert reasons.count("JobCreated") == 1
+    assert (NS, job) not in world.kube.secrets  # the loader is done with its credentials
+    # No webhook asked for: nothing sent, no signing key handed out.
+    assert world.notifier.sent == [] and (NS, SIGNING_SECRET) not in world.kube.secrets
+
+
+def test_a_result_in_the_store_without_a_job_ends_the_import_without_a_job(world):
+    """The loader finished while no operator watched and the Job is gone (its TTL): the
+    result in the store is the truth, and no second Job is started."""
+    world.apply("late")
+    world.write_result("late", counts=ImportCounts(rows=10, unchanged=10), catalogVersion=4)
+    world.reconcile("late")
+    status = world.status("late")
+    assert status["phase"] == "Succeeded" and status["counts"]["unchanged"] == 10
+    assert status["catalogVersion"] == 4
+    assert world.kube.jobs == {} and world.credentials.asked == []
+
+
+def test_a_finished_job_without_a_result_waits_then_fails_result_missing(world):
+    world.apply("silent")
+    world.reconcile("silent")
+    world.kube.complete(NS, world.job("silent"))
+    # result_read_attempts is 3: two passes wait for the store to catch up...
+    for _ in range(2):
+        world.reconcile("silent")
+        assert world.status("silent")["phase"] == "Running"
+    # ...the third gives up.
+    world.reconcile("silent")
+    status = world.status("silent")
+    assert status["phase"] == "Failed" and status["reason"] == "ResultMissing"
+    assert status["attempts"] == 1 and status["jobName"] == world.job("silent")
+
+
+def test_a_result_that_arrives_while_waiting_is_taken(world):
+    world.apply("slow")
+    world.reconcile("slow")
+    world.kube.complete(NS, world.job("slow"))
+    world.reconcile("slow")
+    world.reconcile("slow")
+    world.write_result("slow")
+    world.reconcile("slow")
+    assert world.status("slow")["phase"] == "Succeeded"
+
+
+def test_minio_down_before_the_job_waits_for_the_store_then_runs(world):
+    world.apply("nostore")
+    world.minio(up=False)
+    with pytest.raises(TemporaryFailure):  # kopf retries it (handlers.py)
+        world.reconcile("nostore")
+    status = world.status("nostore")
+    assert status["phase"] == "Queued" and status["reason"] == "WaitingForStore"
+    assert "MinIO" in status["message"]
+    assert world.kube.jobs == {}  # no Job without its credentials
+
+    world.clock.now += 59  # within store_retry_seconds (60): still waiting
+    with pytest.raises(TemporaryFailure):
+        world.reconcile("nostore")
+    assert world.status("nostore")["reason"] == "WaitingForStore"
+
+    world.minio(up=True)
+    world.reconcile("nostore")
+    assert world.status("nostore")["phase"] == "Running" and world.job("nostore")
+
+
+def test_minio_down_for_longer_than_store_retry_seconds_fails_store_unavailable(world):
+    world.apply("nostore")
+    world.minio(up=False)
+    with pytest.raises(TemporaryFailure):
+        world.reconcile("nostore")
+    world.clock.now += 61
+    world.reconcile("nostore")  # no exception: the import has failed for good
+    status = world.status("nostore")
+    assert status["phase"] == "Failed" and status["reason"] == "StoreUnavailable"
+    assert "still failing after 60s" in status["message"]
+
+
+def test_minio_down_while_running_and_after_the_job_is_retried_then_fails(world):
+    world.apply("lost")
+    world.reconcile("lost")
+    job = world.job("lost")
+    world.kube.run(NS, job)
+    world.minio(up=False)
+    # Progress is a courtesy: a running Job stays Running without it.
+    world.reconcile("lost")
+    assert world.status("lost")["phase"] == "Running"
+    # The Job completed, but its result cannot be read: retried for store_retry_seconds.
+    world.kube.complete(NS, job)
+    with pytest.raises(TemporaryFailure):
+        world.reconcile("lost")
+    assert world.status("lost")["phase"] == "Running"
+    world.clock.now += 30
+    with pytest.raises(TemporaryFailure):
+        world.reconcile("lost")
+    world.clock.now += 31
+    world.reconcile("lost")
+    status = world.status("lost")
+    assert status["phase"] == "Failed" and status["reason"] == "StoreUnavailable"
+
+
+def test_an_outage_that_ends_resets_the_store_retry_clock(world):
+    world.apply("flaky")
+    world.minio(up=False)
+    with pytest.raises(TemporaryFailure):
+        world.reconcile("flaky")
+    world.minio(up=True)
+    world.reconcile("flaky")
+    world.minio(up=False)
+    world.clock.now += 3600  # a second outage, an hour after the first began
+    world.reconcile("flaky")  # a running Job reads progress only: no failure
+    world.kube.complete(NS, world.job("flaky"))
+    with pytest.raises(TemporaryFailure):
+        world.reconcile("flaky")  # the new outage starts its own clock
+    assert world.status("flaky")["phase"] == "Running"
+
+
+LOADER_SAID = ImportResult(
+    importId="x", namespace=NS, catalog="main", phase="Failed",
+    reason="SourceUnreachable", message="https://feeds.example.com/p.csv did not answer",
+).model_dump_json()  # fmt: skip
+EVICTED_TMP = 'Usage of EmptyDir volume "tmp" exceeds the limit "20Gi". '
+EVICTED_POD = "Pod ephemeral local storage usage exceeds the total limit of containers 20Gi. "
+
+
+@pytest.mark.parametrize(
+    ("job_reason", "container", "pod_status", "reason", "says"),
+    [
+        pytest.param(
+            "PodFailurePolicy", _terminated(137, "OOMKilled"), {},
+            "OutOfMemory", "spec.job.resources.limits.memory", id="oom-killed",
+        ),
+        pytest.param(
+            "PodFailurePolicy", _terminated(137), {"reason": "Evicted", "message": EVICTED_TMP},
+            "DiskLimitExceeded", "spec.job.resources.limits.ephemeral-storage",
+            id="evicted-for-its-tmp",
+        ),
+        pytest.param(
+            "PodFailurePolicy", _terminated(137), {"reason": "Evicted", "message": EVICTED_POD},
+            "DiskLimitExceeded", "the loader was evicted", id="evicted-for-ephemeral-storage",
+        ),
+        pytest.param(
+            "BackoffLimitExceeded", _terminated(75, message="MinIO unavailable while reading"),
+            {}, "StoreUnavailable", "a temporary failure outlasted the Job's retries",
+            id="exit-75",
+        ),
+        pytest.param(
+            "BackoffLimitExceeded", _terminated(75, message=f"retrying\n{LOADER_SAID}\n"), {},
+            "SourceUnreachable", "did not answer (after 4 attempts)", id="the-loader-said-why",
+        ),
+        pytest.param(
+            "BackoffLimitExceeded", _terminated(1, message="Traceback\nKeyError: 'sku'"), {},
+            "BackoffLimitExceeded", "last attempt exited with code 1: Traceback KeyError: 'sku'",
+            id="anything-else",
+        ),
+    ],
+)  # fmt: skip
+def test_a_failed_job_without_a_result_fails_with_the_loaders_reason(
+    world, job_reason, container, pod_status, reason, says
+):
+    world.apply("doomed")
+    world.reconcile("doomed")
+    job = world.job("doomed")
+    world.kube.add_pod(NS, job, container=container, status={"phase": "Failed", **pod_status})
+    world.kube.fail(NS, job, reason=job_reason, failed=4 if job_reason != "PodFailurePolicy" else 1)
+    world.reconcile("doomed")
+    status = world.status("doomed")
+    assert status["phase"] == "Failed" and status["reason"] == reason, status
+    assert says in status["message"], status["message"]
+    assert status["jobName"] == job and status["attempts"] in (1, 4)
+    assert world.kube.reasons(NS, "doomed")[-1] == "ImportFailed"
+
+
+def test_a_failed_job_with_a_failed_result_reports_the_loaders_errors(world):
+    world.apply("negative")
+    world.reconcile("negative")
+    job = world.job("negative")
+    errors = [
+        ErrorRecord(line=i + 2, column="price", code="negative_price", message="below zero")
+        for i in range(39)
+    ]
+    world.write_result(
+        "negative", phase="Failed", reason="ErrorPolicyExceeded", message="39 of 39 rejected",
+        counts=ImportCounts(rows=39, rejected=39), catalogVersion=0, errors=errors,
+        errorsRef=f"s3://catalog/{NS}/main/imports/x/errors.csv",
+    )  # fmt: skip
+    world.kube.add_pod(NS, job, container=_terminated(65), status={"phase": "Failed"})
+    world.kube.fail(NS, job, reason="PodFailurePolicy", message="exit code 65")
+    world.reconcile("negative")
+    status = world.status("negative")
+    assert status["phase"] == "Failed" and status["reason"] == "ErrorPolicyExceeded"
+    assert _condition(status, "Stalled")["reason"] == "ErrorPolicyExceeded"
+    assert len(status["errors"]) == 5 and status["errors"][0]["code"] == "negative_price"
+    assert status["errors"][0]["line"] == 2 and status["errorsRef"].endswith("errors.csv")
+    assert status["counts"]["rejected"] == 39 and status["attempts"] == 1
+
+
+@pytest.mark.parametrize(
+    ("waiting", "age", "reason"),
+    [
+        pytest.param("ErrImageNeverPull", timedelta(seconds=1), "ImageUnavailable", id="never"),
+        pytest.param("InvalidImageName", timedelta(seconds=1), "ImageUnavailable", id="invalid"),
+        pytest.param("ImagePullBackOff", timedelta(seconds=301), "ImageUnavailable", id="backoff"),
+        pytest.param(
+            "CreateContainerConfigError", timedelta(seconds=1), "PodCannotStart", id="root-image"
+        ),
+    ],
+)
+def test_a_loader_that_cannot_start_fails_the_import_and_loses_its_job(world, waiting, age, reason):
+    world.apply("stuck")
+    world.reconcile("stuck")
+    job = world.job("stuck")
+    state = {"waiting": {"reason": waiting, "message": f"the kubelet says {waiting}"}}
+    world.kube.add_pod(NS, job, container=state, age=age)
+    world.reconcile("stuck")
+    status = world.status("stuck")
+    assert status["phase"] == "Failed" and status["reason"] == reason, status
+    assert f"cannot start: {waiting}: the kubelet says {waiting}" in status["message"]
+    assert status["jobName"] == job
+    # Deleted before the status was written: no retry can start a loader now.
+    assert world.kube.deleted_jobs == [(NS, job)]
+
+
+def test_an_image_pull_back_off_waits_out_its_grace_period(world):
+    world.apply("registry")
+    world.reconcile("registry")
+    state = {"waiting": {"reason": "ImagePullBackOff", "message": "registry down"}}
+    world.kube.add_pod(NS, world.job("registry"), container=state, age=timedelta(seconds=30))
+    world.reconcile("registry")
+    status = world.status("registry")
+    assert status["phase"] == "Running" and status["reason"] == "JobCreated"
+    assert world.kube.deleted_jobs == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"object": {"bucket": "uploads", "key": "shop-b/their.csv"}},  # another tenant's
+        {"object": {"bucket": "catalog", "key": f"{NS}/main/CURRENT"}},  # a catalog object
+        {"object": {"bucket": "uploads", "key": f"{NS}/../shop-b/their.csv"}},
+    ],
+    ids=["other-namespace", "catalog-bucket", "dot-dot"],
+)
+def test_a_source_outside_the_namespaces_uploads_fails_source_not_allowed(world, source):
+    world.apply("foreign", source=source)
+    world.reconcile("foreign")
+    status = world.status("foreign")
+    assert status["phase"] == "Failed" and status["reason"] == "SourceNotAllowed", status
+    # Refused before anything was minted or started.
+    assert world.kube.jobs == {} and world.credentials.asked == []
+    assert world.kube.secrets == {}
+
+
+def test_a_url_source_gets_credentials_for_its_catalog_only(world):
+    world.apply("feed", source={"url": "https://feeds.example.com/p.csv"})
+    world.reconcile("feed")
+    assert world.credentials.asked == [(str(world.root / NS / "main" / "*"), None)]
+    assert world.status("feed")["phase"] == "Running"
+
+
+def test_terminal_and_deleted_imports_are_left_alone(world):
+    world.apply("done")
+    world.write_result("done")
+    world.reconcile("done")
+    before = world.kube.get_import(NS, "done")
+    events = list(world.kube.events)
+    # Its result gone, no Job, the store down: nothing of that is looked at any more.
+    catalog, uid = world._catalog("done")
+    world.store.inner.delete(catalog.import_key(uid, "result.json"))
+    world.minio(up=False)
+    world.reconcile("done")
+    assert world.kube.get_import(NS, "done") == before and world.kube.events == events
+    assert world.kube.jobs == {}
+    world.minio(up=True)
+
+    # ...and it holds no queue: the next import of its catalog starts at once.
+    world.apply("after")
+    world.reconcile("after")
+    assert world.status("after")["phase"] == "Running"
+
+    world.apply("going", metadata={"deletionTimestamp": "2026-01-01T00:00:00Z"})
+    world.reconcile("going")
+    assert world.status("going") == {} and world.kube.job_of(NS, "going") is None
+
+
+def test_a_new_generation_of_a_finished_import_is_not_terminal(world):
+    """A status written for an older spec does not end the import (observedGeneration)."""
+    world.apply("edited")
+    world.write_result("edited")
+    world.reconcile("edited")
+    world.kube.imports[(NS, "edited")]["metadata"]["generation"] = 2
+    events = len(world.kube.events)
+    world.reconcile("edited")  # the result of that import id is still the truth
+    status = world.status("edited")
+    assert status["phase"] == "Succeeded" and status["observedGeneration"] == 2
+    assert len(world.kube.events) == events + 1
+
+
+def test_the_webhook_is_told_only_when_the_import_asks_for_it(world):
+    world.apply("quiet")
+    world.write_result("quiet")
+    world.reconcile("quiet")
+    assert world.notifier.sent == [] and (NS, SIGNING_SECRET) not in world.kube.secrets
+
+    hook = "https://hooks.example.com/productimport"
+    world.apply("loud", notify={"webhook": hook})
+    world.reconcile("loud")
+    world.kube.complete(NS, world.job("loud"))
+    world.write_result("loud")
+    world.reconcile("loud")
+    assert [(url, name) for url, name, _ in world.notifier.sent] == [(hook, "loud")]
+    sent, stored = world.notifier.sent[0][2], world.status("loud")
+    assert sent["phase"] == "Succeeded" and sent["counts"]["created"] == 1994
+    # Sent after the status was written, and saying what the resource says.
+    for key in ("phase", "reason", "message", "counts", "catalogVersion", "conditions"):
+        assert sent[key] == stored[key], key
+    # The namespace's signing key, where the receiver's owner can read it.
+    signing = world.kube.secrets[(NS, SIGNING_SECRET)]
+    assert signing["stringData"] == {"key": "signing-key-of-shop-a"}
+    assert "ownerReferences" not in signing["metadata"]  # outlives any one import
+
+
+def test_a_failed_import_with_a_webhook_is_told_too(world):
+    world.apply("hooked", notify={"webhook": "https://hooks.example.com/x"})
+    world.cancel("hooked")
+    world.reconcile("hooked")
+    ((_, name, status),) = world.notifier.sent
+    assert (name, status["phase"], status["reason"]) == ("hooked", "Failed", "Cancelled")
+
+
+def test_a_failed_webhook_is_told_as_a_warning_event(world):
+    obj = world.apply("unheard", notify={"webhook": "https://hooks.example.com/x"})
+    world.reconciler._webhook_failed(obj, "https://hooks.example.com/x answered 500")
+    (event,) = world.kube.events
+    assert event["type"] == "Warning" and event["reason"] == "WebhookFailed"
+    assert "answered 500" in event["message"]
+
+
+def test_status_patches_remove_a_stale_progress(world):
+    """The terminal status of a cancelled import drops the running progress (a merge
+    patch with progress: None), as the API server does."""
+    world.apply("p")
+    world.reconcile("p")
+    world.kube.run(NS, world.job("p"))
+    world.write_progress("p", "reading", 10)
+    world.reconcile("p")
+    assert world.status("p")["progress"]["stage"] == "reading"
+    world.cancel("p")
+    world.reconcile("p")
+    assert "progress" not in world.status("p")
+    assert json.dumps(world.status("p"))  # plain JSON, as the API server stores it
+
+
+def test_the_loader_starting_is_told_once(world):
+    """ImportStarted when the loader's Pod runs (JobCreated already said Running)."""
+    world.apply("magento")
+    world.reconcile("magento")
+    world.kube.run(NS, world.job("magento"))
+    world.reconcile("magento")
+    world.write_progress("magento", "validating", 500)
+    world.reconcile("magento")
+    world.reconcile("magento")
+    assert world.kube.reasons(NS, "magento") == ["JobCreated", "ImportStarted"]
+    assert world.status("magento")["reason"] == "JobRunning"
