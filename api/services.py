@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from minio import Minio
 
 from productimport.api.auth import Authenticator, KubernetesAuth, StaticTokenAuth
+from productimport.api.catalogread import CatalogReader
 from productimport.api.metrics import ApiMetrics
 from productimport.api.resources import ProductImports
 from productimport.api.settings import ApiSettings, AuthMode
@@ -66,3 +68,11 @@ def build_services(settings: ApiSettings, metrics: ApiMetrics | None = None) -> 
 
 def services(request: Request) -> Services:
     return request.app.state.services
+
+
+def catalog_reader(request: Request) -> CatalogReader:
+    """The app's one reader (its snapshot cache is shared by every request)."""
+    return request.app.state.catalogs
+
+
+Catalogs = Annotated[CatalogReader, Depends(catalog_reader)]

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from productimport.api.auth import Principal
 from productimport.api.errors import ApiError
 from productimport.api.forms import NATIVE_BODY, NativeForm, parse_form
 from productimport.api.formstream import Limits
 from productimport.api.reports import open_report
-from productimport.api.security import CurrentPrincipal, Svc
+from productimport.api.security import Authorized, Svc, authorized
+from productimport.api.services import Catalogs
+from productimport.api.settings import ApiSettings
 from productimport.api.storage import aiter_object
 from productimport.api.uploads import UploadRequest, upload_and_create
 from productimport.api.views import ImportView, view
@@ -27,6 +31,16 @@ Catalog = Annotated[str, Path(pattern=DNS_LABEL, max_length=63)]
 ImportName = Annotated[str, Path(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)]
 Sku = Annotated[str, Path(min_length=1, max_length=255)]
 MAX_PRODUCT_PAGE = 1000
+
+
+def path_namespace(params: Mapping[str, Any], principal: Principal, settings: ApiSettings) -> str:
+    """The native routes act in the namespace their path names."""
+    return params["namespace"]
+
+
+MayCreate = Annotated[Authorized, Depends(authorized("create", path_namespace))]
+MayList = Annotated[Authorized, Depends(authorized("list", path_namespace))]
+MayGet = Annotated[Authorized, Depends(authorized("get", path_namespace))]
 
 
 class ImportAccepted(BaseModel):
@@ -121,14 +135,13 @@ def _native_options(fields: dict[str, str]) -> UploadRequest:
     responses={413: {"description": "file over the size limit"}, 415: {}, 422: {}},
 )
 async def create_import(
-    request: Request, namespace: Namespace, catalog: Catalog, principal: CurrentPrincipal, svc: Svc
+    request: Request, namespace: Namespace, catalog: Catalog, access: MayCreate, svc: Svc
 ) -> ImportAccepted:
-    await svc.auth.authorize(principal, "create", namespace)
     limits = Limits(svc.settings.max_upload_bytes, max_drain=svc.settings.max_drain_bytes)
     obj = await upload_and_create(
         svc,
         request,
-        principal,
+        access.principal,
         namespace=namespace,
         catalog=catalog,
         api="native",
@@ -157,12 +170,11 @@ async def create_import(
 async def list_imports(
     namespace: Namespace,
     catalog: Catalog,
-    principal: CurrentPrincipal,
+    access: MayList,
     svc: Svc,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> ImportList:
-    await svc.auth.authorize(principal, "list", namespace)
     objs = await svc.imports.list(namespace, f"{LABEL_CATALOG}={catalog}")
     items = [status_of(view(o)) for o in objs[offset : offset + limit]]
     return ImportList(items=items, total=len(objs), limit=limit, offset=offset)
@@ -181,9 +193,8 @@ async def _get_import(svc: Svc, namespace: str, catalog: str, name: str) -> Impo
     summary="An import's phase, conditions, counts and timestamps",
 )
 async def get_import(
-    namespace: Namespace, catalog: Catalog, name: ImportName, principal: CurrentPrincipal, svc: Svc
+    namespace: Namespace, catalog: Catalog, name: ImportName, access: MayGet, svc: Svc
 ) -> ImportStatus:
-    await svc.auth.authorize(principal, "get", namespace)
     return status_of(await _get_import(svc, namespace, catalog, name))
 
 
@@ -206,10 +217,9 @@ async def get_errors(
     namespace: Namespace,
     catalog: Catalog,
     name: ImportName,
-    principal: CurrentPrincipal,
+    access: MayGet,
     svc: Svc,
 ) -> StreamingResponse:
-    await svc.auth.authorize(principal, "get", namespace)
     imp = await _get_import(svc, namespace, catalog, name)
     accept = request.headers.get("accept", "")
     kind = "json" if "application/json" in accept and "text/csv" not in accept else "csv"
@@ -235,15 +245,12 @@ async def get_errors(
 async def list_products(
     namespace: Namespace,
     catalog: Catalog,
-    principal: CurrentPrincipal,
-    svc: Svc,
-    request: Request,
+    access: MayGet,
+    reader: Catalogs,
     # A page is at most MAX_PRODUCT_PAGE products: one request's rows and JSON stay small.
     limit: Annotated[int, Query(ge=1, le=MAX_PRODUCT_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> ProductPage:
-    await svc.auth.authorize(principal, "get", namespace)
-    reader = request.app.state.catalogs
     version, total, items = await reader.page(namespace, catalog, limit, offset)
     return ProductPage(catalogVersion=version, items=items, total=total, limit=limit, offset=offset)
 
@@ -256,12 +263,9 @@ async def get_product(
     namespace: Namespace,
     catalog: Catalog,
     sku: Sku,
-    principal: CurrentPrincipal,
-    svc: Svc,
-    request: Request,
+    access: MayGet,
+    reader: Catalogs,
 ) -> dict[str, Any]:
-    await svc.auth.authorize(principal, "get", namespace)
-    reader = request.app.state.catalogs
     product = await reader.get(namespace, catalog, sku)
     if product is None:
         raise ApiError(404, f"no product with sku {sku!r} in catalog {catalog!r}", code="not_found")

@@ -10,11 +10,11 @@ Job ids are the ProductImport's UID. Errors use the JSON:API envelope (errors.py
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -23,7 +23,8 @@ from productimport.api.errors import ApiError
 from productimport.api.forms import PCM_BODY
 from productimport.api.formstream import Limits
 from productimport.api.reports import Records, open_error_records
-from productimport.api.security import CurrentPrincipal, Svc
+from productimport.api.security import Authorized, Svc, authorized
+from productimport.api.settings import ApiSettings
 from productimport.api.uploads import UploadRequest, upload_and_create
 from productimport.api.views import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, ImportView, view
 from productimport.models.resource import ANNOTATION_CANCEL
@@ -124,13 +125,20 @@ def job_of(imp: ImportView) -> Job:
     )
 
 
-def store_namespace(svc: Svc, principal: Principal) -> str:
-    return principal.home_namespace or svc.settings.pcm_namespace
+def store_namespace(params: Mapping[str, Any], principal: Principal, settings: ApiSettings) -> str:
+    """The store these routes act in: the token's home namespace, else the configured one."""
+    return principal.home_namespace or settings.pcm_namespace
 
 
-async def _find(svc: Svc, principal: Principal, job_id: str, verb: str) -> ImportView:
-    namespace = store_namespace(svc, principal)
-    await svc.auth.authorize(principal, verb, namespace)
+# The store is known before any job is looked up, so even the routes that find a job by
+# id are authorized up front, in the store the lookup is confined to.
+MayCreate = Annotated[Authorized, Depends(authorized("create", store_namespace))]
+MayList = Annotated[Authorized, Depends(authorized("list", store_namespace))]
+MayGet = Annotated[Authorized, Depends(authorized("get", store_namespace))]
+MayPatch = Annotated[Authorized, Depends(authorized("patch", store_namespace))]
+
+
+async def _find(svc: Svc, namespace: str, job_id: str) -> ImportView:
     return view(await svc.imports.find_by_uid(namespace, job_id))
 
 
@@ -147,15 +155,13 @@ def _pcm_options(fields: dict[str, str]) -> UploadRequest:
     summary="Import Products",
     responses={**_ERROR_RESPONSES, 413: {"description": "file over the size limit"}},
 )
-async def import_products(request: Request, principal: CurrentPrincipal, svc: Svc) -> Single:
-    namespace = store_namespace(svc, principal)
-    await svc.auth.authorize(principal, "create", namespace)
+async def import_products(request: Request, access: MayCreate, svc: Svc) -> Single:
     settings = svc.settings
     obj = await upload_and_create(
         svc,
         request,
-        principal,
-        namespace=namespace,
+        access.principal,
+        namespace=access.namespace,
         catalog=settings.pcm_catalog,
         api="pcm",
         limits=Limits(
@@ -171,16 +177,14 @@ async def import_products(request: Request, principal: CurrentPrincipal, svc: Sv
 
 
 @router.get("/jobs", response_model=Multi, summary="Get All Jobs", responses=_ERROR_RESPONSES)
-async def get_all_jobs(principal: CurrentPrincipal, svc: Svc) -> Multi:
-    namespace = store_namespace(svc, principal)
-    await svc.auth.authorize(principal, "list", namespace)
-    jobs = [job_of(view(o)) for o in await svc.imports.list(namespace)]
+async def get_all_jobs(access: MayList, svc: Svc) -> Multi:
+    jobs = [job_of(view(o)) for o in await svc.imports.list(access.namespace)]
     return Multi(data=jobs, meta=MultiMeta(results=Results(total=len(jobs))))
 
 
 @router.get("/jobs/{jobID}", response_model=Single, summary="Get a Job", responses=_ERROR_RESPONSES)
-async def get_job(jobID: JobID, principal: CurrentPrincipal, svc: Svc) -> Single:
-    return Single(data=job_of(await _find(svc, principal, jobID, "get")))
+async def get_job(jobID: JobID, access: MayGet, svc: Svc) -> Single:
+    return Single(data=job_of(await _find(svc, access.namespace, jobID)))
 
 
 @router.post(
@@ -190,8 +194,8 @@ async def get_job(jobID: JobID, principal: CurrentPrincipal, svc: Svc) -> Single
     description="Only jobs whose status is pending can be cancelled.",
     responses=_ERROR_RESPONSES,
 )
-async def cancel_job(jobID: JobID, principal: CurrentPrincipal, svc: Svc) -> Single:
-    imp = await _find(svc, principal, jobID, "patch")
+async def cancel_job(jobID: JobID, access: MayPatch, svc: Svc) -> Single:
+    imp = await _find(svc, access.namespace, jobID)
     if imp.cancel_requested and imp.phase == QUEUED:
         return Single(data=job_of(imp))
     if imp.phase != QUEUED or imp.started:
@@ -272,8 +276,8 @@ async def _stream_job_errors(
     "streamed from the stored report as it is read.",
     responses=_ERROR_RESPONSES,
 )
-async def get_job_errors(jobID: JobID, principal: CurrentPrincipal, svc: Svc) -> Response:
-    imp = await _find(svc, principal, jobID, "get")
+async def get_job_errors(jobID: JobID, access: MayGet, svc: Svc) -> Response:
+    imp = await _find(svc, access.namespace, jobID)
     job_uuid = uuid.UUID(imp.uid) if _is_uuid(imp.uid) else uuid.NAMESPACE_URL
     if imp.terminal:
         records = await open_error_records(svc.minio, svc.settings, imp)

@@ -7,15 +7,18 @@ the catalog inside it (default `main`). The job ids are the ProductImport's UID.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel
 
+from productimport.api.auth import Principal
 from productimport.api.errors import ApiError
 from productimport.api.forms import SAAS_BODY, SaasForm, parse_form
 from productimport.api.formstream import Limits
-from productimport.api.security import CurrentPrincipal, Svc
+from productimport.api.security import Authorized, Svc, authorized
+from productimport.api.settings import ApiSettings
 from productimport.api.uploads import UploadRequest, upload_and_create
 from productimport.api.views import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, ImportView, view
 
@@ -40,6 +43,15 @@ _STATUS = {
 
 def workspace_namespace(workspace_id: str) -> str:
     return workspace_id.replace("_", "-")
+
+
+def path_workspace(params: Mapping[str, Any], principal: Principal, settings: ApiSettings) -> str:
+    """These routes act in the namespace of the workspace their path names."""
+    return workspace_namespace(params["workspaceId"])
+
+
+MayCreate = Annotated[Authorized, Depends(authorized("create", path_workspace))]
+MayGet = Annotated[Authorized, Depends(authorized("get", path_workspace))]
 
 
 class ImportEnqueued(BaseModel):
@@ -119,12 +131,10 @@ def job_status(workspace_id: str, imp: ImportView) -> JobStatus:
 async def bulk_import(
     request: Request,
     workspaceId: Workspace,
-    principal: CurrentPrincipal,
+    access: MayCreate,
     svc: Svc,
     catalog_id: CatalogId = None,
 ) -> ImportEnqueued:
-    namespace = workspace_namespace(workspaceId)
-    await svc.auth.authorize(principal, "create", namespace)
     notify: dict[str, bool] = {}
 
     def options(fields: dict[str, str]) -> UploadRequest:
@@ -135,8 +145,8 @@ async def bulk_import(
     obj = await upload_and_create(
         svc,
         request,
-        principal,
-        namespace=namespace,
+        access.principal,
+        namespace=access.namespace,
         catalog=catalog_id or svc.settings.saas_default_catalog,
         api="saas",
         limits=Limits(svc.settings.max_upload_bytes, max_drain=svc.settings.max_drain_bytes),
@@ -161,13 +171,11 @@ async def bulk_import(
 async def get_job(
     workspaceId: Workspace,
     backgroundJobId: JobId,
-    principal: CurrentPrincipal,
+    access: MayGet,
     svc: Svc,
 ) -> JobStatus:
-    namespace = workspace_namespace(workspaceId)
-    await svc.auth.authorize(principal, "get", namespace)
     try:
-        obj = await svc.imports.find_by_uid(namespace, backgroundJobId.lower())
+        obj = await svc.imports.find_by_uid(access.namespace, backgroundJobId.lower())
     except ApiError as exc:
         raise ApiError(404, f"job {backgroundJobId!r} not found", code="not_found") from exc
     return job_status(workspaceId, view(obj))
