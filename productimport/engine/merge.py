@@ -24,6 +24,7 @@ from productimport.engine.errors import ImportFailure
 from productimport.engine.options import Mode
 from productimport.engine.parse import sql_string
 from productimport.engine.presets import Projection
+from productimport.engine.relations import CURRENT, KEYED, UNTOUCHED
 from productimport.engine.validate import CHECKED_FIELDS, RAW_OF, typed_sql
 from productimport.models.product import (
     CONTENT_FIELDS,
@@ -56,13 +57,13 @@ DIGEST_KEY = "productimport_content_digest"
 DIGEST_SPEC = f"{CONTENT_DIGEST} duckdb {duckdb.__version__}"
 
 
-def load_current(con: duckdb.DuckDBPyConnection, snapshot: Path | None) -> None:
-    """View `cur`: the current products, with attributes as entries and a content_digest
-    that holds for this engine, whatever version of it wrote the snapshot."""
-    con.execute("DROP VIEW IF EXISTS cur")
+def load_current(con: duckdb.DuckDBPyConnection, snapshot: Path | None) -> str:
+    """View CURRENT: the current products, with attributes as entries and a
+    content_digest that holds for this engine, whatever version of it wrote the snapshot."""
+    con.execute(f"DROP VIEW IF EXISTS {CURRENT}")
     if snapshot is None:
-        con.execute(f"CREATE TEMP VIEW cur AS {EMPTY_SNAPSHOT}")
-        return
+        con.execute(f"CREATE TEMP VIEW {CURRENT} AS {EMPTY_SNAPSHOT}")
+        return CURRENT
     path = sql_string(str(snapshot))
     source = f"read_parquet({path})"
     kinds = dict(
@@ -85,20 +86,24 @@ def load_current(con: duckdb.DuckDBPyConnection, snapshot: Path | None) -> None:
         replace.append(f"{CONTENT_DIGEST} AS content_digest")
     if replace:
         columns = columns.replace("*", f"* REPLACE ({', '.join(replace)})", 1)
-    con.execute(f"CREATE TEMP VIEW cur AS SELECT {columns} FROM {source}")
+    con.execute(f"CREATE TEMP VIEW {CURRENT} AS SELECT {columns} FROM {source}")
+    return CURRENT
 
 
-def build_keyed(con: duckdb.DuckDBPyConnection, projection: Projection) -> None:
-    """Resolve each row's catalog key (Elastic Path matches by id, then external_ref).
+def build_keyed(
+    con: duckdb.DuckDBPyConnection, projection: Projection, checked: str, current: str
+) -> str:
+    """Table KEYED: each row's catalog key (Elastic Path matches by id, then
+    external_ref), its key's first row, and whether the catalog has it.
 
-    Reads the narrow first pass (`checked`) and only the key columns of the current
-    snapshot, so it is cheap to redo when another import moved the catalog meanwhile.
+    Reads the narrow first pass and only the key columns of the current products, so it
+    is cheap to redo when another import moved the catalog meanwhile.
     """
     if projection.match_by_reference:
-        joins = """
-            LEFT JOIN (SELECT id, any_value(sku) AS sku FROM cur GROUP BY id) by_id
+        joins = f"""
+            LEFT JOIN (SELECT id, any_value(sku) AS sku FROM {current} GROUP BY id) by_id
                    ON by_id.id = t.ep_id
-            LEFT JOIN (SELECT external_ref, any_value(sku) AS sku FROM cur
+            LEFT JOIN (SELECT external_ref, any_value(sku) AS sku FROM {current}
                        WHERE external_ref IS NOT NULL GROUP BY external_ref) by_ref
                    ON by_ref.external_ref = t.external_ref
         """
@@ -106,13 +111,13 @@ def build_keyed(con: duckdb.DuckDBPyConnection, projection: Projection) -> None:
         id_matched = "by_id.sku IS NOT NULL"
     else:
         joins, match, id_matched = "", "NULL::VARCHAR", "false"
-    con.execute("DROP TABLE IF EXISTS keyed")
+    con.execute(f"DROP TABLE IF EXISTS {KEYED}")
     con.execute(f"""
-        CREATE TEMP TABLE keyed AS
+        CREATE TEMP TABLE {KEYED} AS
         WITH matched AS NOT MATERIALIZED (
             SELECT t.rn, coalesce({match}, t.sku) AS sku, {match} AS key_match,
                    {id_matched} AS id_matched, t.given_sku, t.ep_id, {fingerprint("t")} AS fp
-            FROM checked t {joins}
+            FROM {checked} t {joins}
         )
         -- Keys held by several rows, with their first row: an aggregate, not a window
         -- over every row (0.84 CPU-s at a million rows, of 1.8 for this statement).
@@ -120,10 +125,12 @@ def build_keyed(con: duckdb.DuckDBPyConnection, projection: Projection) -> None:
             SELECT sku, min(rn) AS first_rn FROM matched
             WHERE sku IS NOT NULL GROUP BY sku HAVING count(*) > 1
         )
-        SELECT m.*, coalesce(m.sku IN (SELECT sku FROM cur), false) AS exists_in_catalog,
+        SELECT m.*, coalesce(m.sku IN (SELECT sku FROM {current}), false)
+                   AS exists_in_catalog,
                coalesce(s.first_rn, m.rn) AS first_rn
         FROM matched m LEFT JOIN shared s ON s.sku = m.sku
     """)
+    return KEYED
 
 
 # Text fields of the first pass (its typed fields left out), which the second pass
@@ -139,24 +146,42 @@ def fingerprint(alias: str) -> str:
     return f"hash({', '.join(f'{alias}.{f}' for f in FINGERPRINTED)})"
 
 
-def accepted_by_rn() -> str:
+@dataclass(frozen=True)
+class Verdicts:
+    """What the first pass decided, for the merge: each row's key, and the rejected rows."""
+
+    keyed: str
+    row_errors: str
+
+    def accepted(self) -> str:
+        """Rows with no error, and their keys: unique, since every later duplicate is
+        rejected."""
+        return (
+            f"SELECT rn, sku FROM {self.keyed} WHERE rn NOT IN (SELECT rn FROM {self.row_errors})"
+        )
+
+
+def accepted_by_rn(verdicts: Verdicts, typed: str) -> str:
     """The accepted rows of `typed`, picked by record number (works for every preset)."""
     return f"""
-        SELECT t.* REPLACE (a.sku AS sku) FROM typed t JOIN ({ACCEPTED}) a ON a.rn = t.rn
+        SELECT t.* REPLACE (a.sku AS sku) FROM {typed} t JOIN ({verdicts.accepted()}) a
+            ON a.rn = t.rn
     """
 
 
-# Rows of `keyed` with no error: unique keys, since every later duplicate is rejected.
-ACCEPTED = "SELECT rn, sku FROM keyed WHERE rn NOT IN (SELECT rn FROM row_errors)"
-
-
-def accepted_by_key(con: duckdb.DuckDBPyConnection, projection: Projection) -> str:
+def accepted_by_key(
+    con: duckdb.DuckDBPyConnection,
+    projection: Projection,
+    verdicts: Verdicts,
+    raw: str,
+    typed_unnumbered: str,
+) -> str:
     """The accepted rows of `typed_unnumbered` (the file read in parallel, rows without
     numbers), for presets whose key is the row's own sku.
 
     A key held by one row names that row, so its key says whether it is accepted. Of a
     key held by several rows only the first occurrence can be accepted; the second pass
-    recognises it by a hash of its text fields (`keyed.fp`, from the first pass) when no
+    recognises it by a hash of its text fields (KEYED's fp, from the first pass) when no
     other row with that key has the same hash, which is an exact test: the hash picks
     exactly one row. Rows it cannot tell apart are fetched by number into
     `first_of_duplicates` (one ordered scan, only when the file has such a row; the
@@ -169,24 +194,27 @@ def accepted_by_key(con: duckdb.DuckDBPyConnection, projection: Projection) -> s
     A rule with fp NULL drops every row of its key; one with a hash keeps only the row
     with that hash.
     """
-    con.execute("""
+    keyed, row_errors = verdicts.keyed, verdicts.row_errors
+    # Working tables of this function alone (nothing else reads them).
+    con.execute(f"""
         CREATE OR REPLACE TEMP TABLE shared_keys AS
-        SELECT DISTINCT sku FROM keyed WHERE sku IS NOT NULL AND rn <> first_rn
+        SELECT DISTINCT sku FROM {keyed} WHERE sku IS NOT NULL AND rn <> first_rn
     """)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE first_occurrences AS
         WITH hashes AS (
-            SELECT sku, fp, count(*) AS rows_with_fp FROM keyed
+            SELECT sku, fp, count(*) AS rows_with_fp FROM {keyed}
             WHERE sku IN (SELECT sku FROM shared_keys) GROUP BY sku, fp
         )
         SELECT k.rn, k.sku, k.fp, h.rows_with_fp = 1 AS by_fingerprint
-        FROM keyed k JOIN hashes h ON h.sku = k.sku AND h.fp = k.fp
-        WHERE k.rn IN (SELECT rn FROM ({ACCEPTED})) AND k.sku IN (SELECT sku FROM shared_keys)
+        FROM {keyed} k JOIN hashes h ON h.sku = k.sku AND h.fp = k.fp
+        WHERE k.rn IN (SELECT rn FROM ({verdicts.accepted()}))
+          AND k.sku IN (SELECT sku FROM shared_keys)
     """)
-    con.execute("""
+    con.execute(f"""
         CREATE OR REPLACE TEMP TABLE key_rules AS
-        SELECT sku, NULL::UBIGINT AS fp FROM keyed
-        WHERE sku IS NOT NULL AND rn IN (SELECT rn FROM row_errors)
+        SELECT sku, NULL::UBIGINT AS fp FROM {keyed}
+        WHERE sku IS NOT NULL AND rn IN (SELECT rn FROM {row_errors})
           AND sku NOT IN (SELECT sku FROM shared_keys)
         UNION ALL
         SELECT s.sku, f.fp FROM shared_keys s
@@ -197,11 +225,13 @@ def accepted_by_key(con: duckdb.DuckDBPyConnection, projection: Projection) -> s
         CREATE OR REPLACE TEMP TABLE wanted_rows AS
         SELECT rn FROM first_occurrences WHERE NOT by_fingerprint
     """)
-    con.execute("CREATE OR REPLACE TEMP TABLE first_of_duplicates AS FROM typed WHERE false")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE first_of_duplicates AS FROM {typed_unnumbered} WHERE false"
+    )
     if con.execute("SELECT count(*) FROM wanted_rows").fetchone()[0]:  # type: ignore[index]
         con.execute(
             "CREATE OR REPLACE TEMP VIEW raw_wanted AS "
-            "SELECT * FROM raw WHERE rn IN (SELECT rn FROM wanted_rows)"
+            f"SELECT * FROM {raw} WHERE rn IN (SELECT rn FROM wanted_rows)"
         )
         con.execute("CREATE OR REPLACE TEMP VIEW staged_wanted AS " + projection.over("raw_wanted"))
         con.execute(
@@ -210,7 +240,7 @@ def accepted_by_key(con: duckdb.DuckDBPyConnection, projection: Projection) -> s
         with forced_join_order(con):
             con.execute("INSERT INTO first_of_duplicates FROM typed_wanted")
     return f"""
-        SELECT t.* FROM typed_unnumbered t LEFT JOIN key_rules r ON r.sku = t.sku
+        SELECT t.* FROM {typed_unnumbered} t LEFT JOIN key_rules r ON r.sku = t.sku
         WHERE t.sku IS NOT NULL AND (r.sku IS NULL OR r.fp = {fingerprint("t")})
         UNION ALL
         SELECT * FROM first_of_duplicates
@@ -252,6 +282,8 @@ def merge(
     target: Path,
     parquet_options: str,
     incoming_sql: str,
+    current: str,
+    verdicts: Verdicts,
 ) -> MergeCounts:
     """Write the next snapshot to `target` from `incoming_sql` (the accepted rows, typed,
     with their resolved key), and count.
@@ -300,19 +332,23 @@ def merge(
     this_import = sql_string(import_id)
     # The products the file leaves as they are, listed before the merge so that its
     # statement holds one large hash table (the current products), not two.
-    untouched = f"SELECT sku FROM cur ANTI JOIN ({ACCEPTED}) a ON a.sku = cur.sku"
+    accepted_rows = verdicts.accepted()
+    untouched = f"SELECT sku FROM {current} c ANTI JOIN ({accepted_rows}) a ON a.sku = c.sku"
     if mode is Mode.replace:
         # Products the file does not mention go, but never one whose row was rejected.
-        untouched += " SEMI JOIN (SELECT sku FROM keyed WHERE sku IS NOT NULL) k ON k.sku = cur.sku"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE untouched AS {untouched}")
-    (kept,) = con.execute("SELECT count(*) FROM untouched").fetchone()  # type: ignore[misc]
+        untouched += (
+            f" SEMI JOIN (SELECT sku FROM {verdicts.keyed} WHERE sku IS NOT NULL) k"
+            " ON k.sku = c.sku"
+        )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {UNTOUCHED} AS {untouched}")
+    (kept,) = con.execute(f"SELECT count(*) FROM {UNTOUCHED}").fetchone()  # type: ignore[misc]
     columns = ", ".join(SNAPSHOT_COLUMNS)
     with forced_join_order(con):
         (written,) = con.execute(f"""
         COPY (
             WITH incoming AS ({incoming_sql}),
             current_slim AS (
-                SELECT {", ".join(slim)}, content_digest AS digest FROM cur
+                SELECT {", ".join(slim)}, content_digest AS digest FROM {current}
             ),
             joined AS (
                 SELECT i.sku, c.sku AS c_sku, c.id AS c_id, c.created_at AS c_created,
@@ -347,7 +383,7 @@ def merge(
                 FROM classified
             )
             UNION ALL
-            SELECT {columns} FROM cur SEMI JOIN untouched u ON u.sku = cur.sku
+            SELECT {columns} FROM {current} c SEMI JOIN {UNTOUCHED} u ON u.sku = c.sku
         ) TO {sql_string(str(target))} (
             {parquet_options}, KV_METADATA {{{DIGEST_KEY}: {sql_string(DIGEST_SPEC)}}}
         )
@@ -359,7 +395,7 @@ def merge(
                count(*) FILTER (updated_at = {stamp})
         FROM read_parquet({sql_string(str(target))}) WHERE import_id = {this_import}
     """).fetchone()  # type: ignore[misc]
-    (accepted,) = con.execute(f"SELECT count(*) FROM ({ACCEPTED})").fetchone()  # type: ignore[misc]
+    (accepted,) = con.execute(f"SELECT count(*) FROM ({accepted_rows})").fetchone()  # type: ignore[misc]
     if written - kept != accepted:
         # The second pass must yield exactly the rows the first accepted: anything else
         # is a bug, and committing it would corrupt the catalog.
@@ -370,6 +406,6 @@ def merge(
         )
     deleted = 0
     if mode is Mode.replace:
-        (before,) = con.execute("SELECT count(*) FROM cur").fetchone()  # type: ignore[misc]
+        (before,) = con.execute(f"SELECT count(*) FROM {current}").fetchone()  # type: ignore[misc]
         deleted = before + created - written
     return MergeCounts(created, touched - created, accepted - touched, deleted, written)

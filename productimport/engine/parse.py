@@ -41,6 +41,12 @@ class RawTable:
     delimiter: str | None = None
 
 
+def column_name(index: int) -> str:
+    """The name of the file's column `index` in every relation of its records: c0, c1,
+    ... (headers can be anything; these are always plain identifiers)."""
+    return f"c{index}"
+
+
 def sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -99,13 +105,8 @@ class CsvScan:
         """Records without numbers (`rn` is NULL), only the columns in `only` parsed
         (the others read as NULL): DuckDB scans the file in parallel, and a query that
         keeps insertion order (SELECT, WHERE) still returns the records in file order."""
-        columns = ", ".join(
-            f"c{i}" if i in only else f"NULL::VARCHAR AS c{i}" for i in range(len(self.headers))
-        )
-        picked = ", ".join(f"c{i}" for i in sorted(only)) or "NULL AS nothing"
-        return (
-            f"SELECT NULL::BIGINT AS rn, {columns} FROM (SELECT {picked} FROM {self.sql(rejects)})"
-        )
+        columns, scan = self._pruned(rejects, only)
+        return f"SELECT NULL::BIGINT AS rn, {columns} FROM {scan}"
 
     def numbered(self, rejects: str, only: set[int] | None = None) -> str:
         """Records numbered in file order. row_number() OVER () is a streaming window
@@ -114,14 +115,17 @@ class CsvScan:
         names the columns to parse (the others read as NULL)."""
         if only is None:
             return f"SELECT row_number() OVER () AS rn, * FROM {self.sql(rejects)}"
+        columns, scan = self._pruned(rejects, only)
+        return f"SELECT row_number() OVER () AS rn, {columns} FROM {scan}"
+
+    def _pruned(self, rejects: str, only: set[int]) -> tuple[str, str]:
+        """Every column (those outside `only` as NULL), and a scan parsing only `only`."""
+        names = [column_name(i) for i in range(len(self.headers))]
         columns = ", ".join(
-            f"c{i}" if i in only else f"NULL::VARCHAR AS c{i}" for i in range(len(self.headers))
+            name if i in only else f"NULL::VARCHAR AS {name}" for i, name in enumerate(names)
         )
-        picked = ", ".join(f"c{i}" for i in sorted(only)) or "NULL AS nothing"
-        return (
-            f"SELECT row_number() OVER () AS rn, {columns} "
-            f"FROM (SELECT {picked} FROM {self.sql(rejects)})"
-        )
+        picked = ", ".join(names[i] for i in sorted(only)) or "NULL AS nothing"
+        return columns, f"(SELECT {picked} FROM {self.sql(rejects)})"
 
 
 def inspect_csv(source: LocalSource, options: CsvOptions) -> CsvScan:
@@ -146,7 +150,7 @@ def inspect_csv(source: LocalSource, options: CsvOptions) -> CsvScan:
             raise ParseError(f"{source.name}: the header line is empty")
     else:
         headers = [f"column{i + 1}" for i in range(len(header_row))]
-    columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(headers))) + "}"
+    columns = "{" + ", ".join(f"'{column_name(i)}': 'VARCHAR'" for i in range(len(headers))) + "}"
     params = {
         "columns": columns,
         "header": "true" if options.header else "false",
@@ -175,52 +179,57 @@ def inspect_csv(source: LocalSource, options: CsvOptions) -> CsvScan:
 def define_raw(
     con: duckdb.DuckDBPyConnection,
     scan: CsvScan,
+    name: str,
     rejects: str,
     only: set[int] | None = None,
     *,
     numbered: bool = True,
-) -> None:
-    """View `raw(rn, c0..cN)` over the file: each query that reads it parses the file
-    again, streaming (only the columns in `only`, when given). `numbered=False` leaves
-    `rn` NULL and lets DuckDB read the file on every thread (see CsvScan.unnumbered)."""
+) -> str:
+    """View `name`(rn, c0..cN) over the file: each query that reads it parses the file
+    again, streaming (only the columns in `only`, when given), its malformed records
+    going to table `rejects`. `numbered=False` leaves `rn` NULL and lets DuckDB read the
+    file on every thread (see CsvScan.unnumbered)."""
     if numbered:
         sql = scan.numbered(rejects, only)
     else:
         sql = scan.unnumbered(rejects, set(range(len(scan.headers))) if only is None else only)
-    con.execute(f"CREATE OR REPLACE TEMP VIEW raw AS {sql}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}")
+    return name
 
 
-def materialise_raw(con: duckdb.DuckDBPyConnection, scan: CsvScan) -> None:
-    """Table `raw(rn, c0..cN)`: for presets that read `raw` more than once per query
-    (a view would parse the file, and capture its malformed records, once per read)."""
+def materialise_raw(con: duckdb.DuckDBPyConnection, scan: CsvScan, name: str, rejects: str) -> str:
+    """Table `name`(rn, c0..cN): for presets that read the records more than once per
+    query (a view would parse the file, and capture its malformed records, once per
+    read)."""
     try:
-        con.execute(f"CREATE TEMP TABLE raw AS {scan.numbered('reject_errors')}")
+        con.execute(f"CREATE TEMP TABLE {name} AS {scan.numbered(rejects)}")
     except duckdb.Error as exc:
         raise csv_error(scan, exc) from exc
+    return name
 
 
 def csv_error(scan: CsvScan, exc: Exception) -> ParseError:
     return ParseError(f"{scan.source.name} could not be parsed as CSV: {first_line(exc)}")
 
 
-def malformed_csv_records(con: duckdb.DuckDBPyConnection, scan: CsvScan) -> list[Malformed]:
-    """The records DuckDB rejected while scanning into table `reject_errors`."""
+def malformed_csv_records(
+    con: duckdb.DuckDBPyConnection, scan: CsvScan, rejects: str
+) -> list[Malformed]:
+    """The records DuckDB rejected while scanning, from table `rejects`."""
     header_offset = 1 if scan.header else 0
-    headers = scan.headers
+    # DuckDB names our positional columns (c0, c1, ...); users know the headers.
+    header_names = {column_name(i): header for i, header in enumerate(scan.headers)}
 
     def header_of(column: str | None) -> str | None:
-        # DuckDB names our positional columns (c0, c1, ...); users know the headers.
-        if column and column.startswith("c") and column[1:].isdigit():
-            return headers[int(column[1:])] if int(column[1:]) < len(headers) else None
-        return column
+        return header_names.get(column, column) if column else None
 
     return [
         Malformed(record=line - header_offset, column=header_of(column), message=message, text=text)
         for line, column, message, text in con.execute(
-            """
+            f"""
             SELECT line, any_value(column_name ORDER BY byte_position),
                    string_agg(DISTINCT error_message, '; '), any_value(csv_line)
-            FROM reject_errors GROUP BY line ORDER BY line
+            FROM {rejects} GROUP BY line ORDER BY line
             """
         ).fetchall()
     ]
@@ -240,8 +249,9 @@ def _has_data_after_header(text: str, header: bool) -> bool:
     return len(lines) > (1 if header else 0)
 
 
-def read_json(con: duckdb.DuckDBPyConnection, source: LocalSource) -> RawTable:
-    """JSON (an array of objects) or JSON Lines (one object per line)."""
+def read_json(con: duckdb.DuckDBPyConnection, source: LocalSource, name: str) -> RawTable:
+    """Table `name`(rn, c0..cN) from JSON (an array of objects) or JSON Lines (one
+    object per line); its working tables (jdocs, the reader's rejects) are its own."""
     path = sql_string(str(source.path))
     compression = sql_string("gzip" if source.gzip else "none")
     try:
@@ -289,17 +299,17 @@ def read_json(con: duckdb.DuckDBPyConnection, source: LocalSource) -> RawTable:
     if not keys and not malformed:
         raise ParseError(f"{source.name} holds no JSON objects")
     selects = ", ".join(
-        f"json_extract_string(doc::JSON, {sql_string(_json_path(key))}) AS c{i}"
+        f"json_extract_string(doc::JSON, {sql_string(_json_path(key))}) AS {column_name(i)}"
         for i, key in enumerate(keys)
     )
     # Valid rows are renumbered densely, exactly as DuckDB numbers accepted CSV rows, so
     # the same record mapping serves both formats.
     con.execute(
-        f"CREATE TEMP TABLE raw AS SELECT row_number() OVER (ORDER BY rn) AS rn"
+        f"CREATE TEMP TABLE {name} AS SELECT row_number() OVER (ORDER BY rn) AS rn"
         f"{', ' + selects if selects else ''} FROM jdocs "
         f"WHERE json_valid(doc) AND json_type(doc::JSON) = 'OBJECT'"
     )
-    rows = con.execute("SELECT count(*) FROM raw").fetchone()[0]  # type: ignore[index]
+    rows = con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]  # type: ignore[index]
     return RawTable(headers=keys, rows=rows, malformed=malformed)
 
 

@@ -32,6 +32,7 @@ from productimport.engine.errors import (
 )
 from productimport.engine.lines import record_start_lines, records_for_valid_rows
 from productimport.engine.merge import (
+    Verdicts,
     accepted_by_key,
     accepted_by_rn,
     build_keyed,
@@ -55,6 +56,16 @@ from productimport.engine.parse import (
 )
 from productimport.engine.presets import Projection, project
 from productimport.engine.progress import ProgressReporter
+from productimport.engine.relations import (
+    CHECKED,
+    CHECKED_ROWS,
+    RAW,
+    RAW_UNNUMBERED,
+    STAGED,
+    STAGED_UNNUMBERED,
+    TYPED,
+    TYPED_UNNUMBERED,
+)
 from productimport.engine.source import LocalSource, describe, fetch, local_path
 from productimport.engine.validate import (
     CHECKED_FIELDS,
@@ -76,6 +87,9 @@ DEFAULT_MEMORY_LIMIT = "800MB"
 # Parquet's version 2 pages: 6% fewer instructions to write a 1M-product snapshot (perf
 # stat: 25.5 G against 27.2 G for a read and rewrite), a 6% smaller file, the same cost
 # to read; DuckDB, Arrow and Spark read them.
+# The first scan's malformed records (every later scan records its own, and they are
+# the same records): the error report's malformed rows.
+REJECTS = "reject_errors"
 SNAPSHOT_PARQUET = (
     "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 61440, "
     "PARQUET_VERSION V2"
@@ -114,8 +128,40 @@ def spreadsheet_safe(cell: str) -> str:
     return cell
 
 
-def _reused_result(catalog: Catalog, import_id: str) -> ImportResult | None:
+def result_of(
+    options: ImportOptions, phase: str, reason: str, message: str, **fields: object
+) -> ImportResult:
+    """The one way a result document is made: the import's identity and options, its
+    outcome, and what else is known (counts, version, errors, times)."""
+    now = datetime.now(UTC)
+    return ImportResult.model_validate(
+        {
+            "importId": options.import_id,
+            "namespace": options.namespace,
+            "catalog": options.catalog,
+            "phase": phase,
+            "reason": reason,
+            "message": message,
+            "dryRun": options.dry_run,
+            "mode": options.mode.value,
+            "startedAt": now,
+            "completedAt": now,
+            **fields,
+        }
+    )
+
+
+@dataclass
+class _RunState:
+    """What an import knows so far, for the result of a run that fails part way."""
+
+    counts: ImportCounts = field(default_factory=ImportCounts)
+    errors: list[ErrorRecord] = field(default_factory=list)
+
+
+def _reused_result(catalog: Catalog, options: ImportOptions) -> ImportResult | None:
     """Idempotency: a committed import id is never applied twice."""
+    import_id = options.import_id
     stored = catalog.store.get_with_etag(catalog.import_key(import_id, "result.json"))
     if stored is not None:
         result = ImportResult.model_validate_json(stored[0])
@@ -126,16 +172,15 @@ def _reused_result(catalog: Catalog, import_id: str) -> ImportResult | None:
         return None
     # Committed, but the run was killed before it wrote its result: rebuild it.
     counts = manifest.counts or ImportCounts()
-    return ImportResult(
-        importId=import_id,
-        namespace=catalog.namespace,
-        catalog=catalog.name,
-        phase="Succeeded",
-        reason="ImportSucceeded",
-        message=summary(counts) + f"; committed as version {manifest.version}",
+    return result_of(
+        options,
+        "Succeeded",
+        "ImportSucceeded",
+        summary(counts) + f"; committed as version {manifest.version}",
         counts=counts,
         catalogVersion=manifest.version,
         errorsRef=catalog.store.ref(catalog.import_key(import_id, "errors.csv")),
+        startedAt=None,
         completedAt=manifest.createdAt,
     )
 
@@ -159,6 +204,7 @@ class ImportRun:
         self.catalog = Catalog(self.store, options.namespace, options.catalog)
         self.progress = progress or ProgressReporter()
         self.started = datetime.now(UTC)
+        self.state = _RunState()
 
     def _document(self, name: str) -> str:
         return self.catalog.import_key(self.options.import_id, name)
@@ -166,9 +212,7 @@ class ImportRun:
     # -- public ----------------------------------------------------------------------
     def run(self) -> ImportResult:
         self.progress.attach(self.catalog, self.options.import_id)
-        reused = (
-            None if self.options.dry_run else _reused_result(self.catalog, self.options.import_id)
-        )
+        reused = None if self.options.dry_run else _reused_result(self.catalog, self.options)
         if reused is not None:
             self._write_result(reused)
             self.progress.stage("done")
@@ -224,21 +268,21 @@ class ImportRun:
             scan = inspect_csv(source, self.options.csv)
             projection = project(self.options.preset, scan.headers, self.options.mapping)
             if projection.streamable:
-                define_raw(con, scan, "reject_errors")  # scanned by the first pass
+                define_raw(con, scan, RAW, REJECTS)  # scanned by the first pass
                 return _Input(source, scan.headers, projection, scan=scan)
-            materialise_raw(con, scan)
-            malformed = malformed_csv_records(con, scan)
-            rows = con.execute("SELECT count(*) FROM raw").fetchone()[0]  # type: ignore[index]
+            materialise_raw(con, scan, RAW, REJECTS)
+            malformed = malformed_csv_records(con, scan, REJECTS)
+            rows = con.execute(f"SELECT count(*) FROM {RAW}").fetchone()[0]  # type: ignore[index]
             check_rows_read(scan, rows, malformed)
             return _Input(
                 source, scan.headers, projection, scan=scan, malformed=malformed, raw_rows=rows
             )
-        raw = read_json(con, source)
+        raw = read_json(con, source, RAW)
         projection = project(self.options.preset, raw.headers, self.options.mapping)
         return _Input(source, raw.headers, projection, malformed=raw.malformed, raw_rows=raw.rows)
 
-    def _checked(self, con: duckdb.DuckDBPyConnection, data: _Input, rejects: str) -> None:
-        """View `checked` over table `checked_rows`; a streamed file is scanned for it
+    def _checked(self, con: duckdb.DuckDBPyConnection, data: _Input, rejects: str) -> str:
+        """View CHECKED over table CHECKED_ROWS; a streamed file is scanned for it
         parsing only the columns the rules read.
 
         A streamed file is scanned in parallel, unnumbered, into a table that keeps
@@ -250,44 +294,48 @@ class ImportRun:
         if data.scan is not None and projection.streamable:
             wanted = {*CHECKED_FIELDS, *(RAW_OF.get(f, f) for f in projection.required)}
             only = {i for name, i in projection.field_columns.items() if name in wanted}
-            define_raw(con, data.scan, rejects, only, numbered=False)
+            define_raw(con, data.scan, RAW, rejects, only, numbered=False)
             con.execute("SET preserve_insertion_order = true")
             try:
                 con.execute(
-                    "CREATE OR REPLACE TEMP TABLE checked_rows AS "
-                    f"SELECT * EXCLUDE (rn) FROM ({checked_sql(projection)})"
+                    f"CREATE OR REPLACE TEMP TABLE {CHECKED_ROWS} AS "
+                    f"SELECT * EXCLUDE (rn) FROM ({checked_sql(projection, STAGED)})"
                 )
             finally:
                 con.execute("SET preserve_insertion_order = false")
+            numbered = f"SELECT rowid + 1 AS rn, * FROM {CHECKED_ROWS}"
             con.execute(
-                "CREATE OR REPLACE TEMP VIEW checked AS "
-                + checked_view_sql(projection, "SELECT rowid + 1 AS rn, * FROM checked_rows")
+                f"CREATE OR REPLACE TEMP VIEW {CHECKED} AS "
+                + checked_view_sql(projection, numbered)
             )
-            return
-        con.execute(f"CREATE OR REPLACE TEMP TABLE checked_rows AS {checked_sql(projection)}")
+            return CHECKED
         con.execute(
-            "CREATE OR REPLACE TEMP VIEW checked AS "
-            + checked_view_sql(projection, "FROM checked_rows")
+            f"CREATE OR REPLACE TEMP TABLE {CHECKED_ROWS} AS {checked_sql(projection, STAGED)}"
         )
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {CHECKED} AS "
+            + checked_view_sql(projection, f"FROM {CHECKED_ROWS}")
+        )
+        return CHECKED
 
     def _first_pass(self, con: duckdb.DuckDBPyConnection, data: _Input) -> int:
-        """View `checked`: the narrow typed fields the rules read, one row per record."""
+        """View CHECKED: the narrow typed fields the rules read, one row per record."""
         projection = data.projection
         try:
-            con.execute(f"CREATE TEMP VIEW staged AS {projection.sql}")
-            con.execute(f"CREATE TEMP VIEW typed AS {typed_sql(projection)}")
+            con.execute(f"CREATE TEMP VIEW {STAGED} AS {projection.sql}")  # reads RAW
+            con.execute(f"CREATE TEMP VIEW {TYPED} AS {typed_sql(projection, STAGED)}")
         except duckdb.Error as exc:
             raise ParseError(f"cannot map the file's columns: {exc}") from exc
         try:
-            self._checked(con, data, "reject_errors")
+            self._checked(con, data, REJECTS)
         except duckdb.Error as exc:
             if data.raw_rows is None and data.scan is not None:  # the file's first scan
                 raise csv_error(data.scan, exc) from exc
             raise ParseError(f"cannot map the file's columns: {exc}") from exc
-        staged_rows = con.execute("SELECT count(*) FROM checked").fetchone()[0]  # type: ignore[index]
+        staged_rows = con.execute(f"SELECT count(*) FROM {CHECKED}").fetchone()[0]  # type: ignore[index]
         if data.raw_rows is None and data.scan is not None:
             # A streamed preset keeps every record: the first pass has counted them.
-            data.malformed = malformed_csv_records(con, data.scan)
+            data.malformed = malformed_csv_records(con, data.scan, REJECTS)
             data.raw_rows = staged_rows
             check_rows_read(data.scan, staged_rows, data.malformed)
         self.progress.stage("validating", rows=data.raw_rows + len(data.malformed))
@@ -312,25 +360,30 @@ class ImportRun:
             head, etag = self.catalog.head()
             snapshot = workdir / "current.parquet"
             has_current = self.catalog.download_snapshot(head, snapshot)
-            load_current(con, snapshot if has_current else None)
+            current = load_current(con, snapshot if has_current else None)
             if attempt:  # the first pass was dropped to leave the merge its memory
-                self._checked(con, data, f"reject_errors_{attempt}_checked")
-            build_keyed(con, data.projection)
-            build_row_errors(con, data.projection, self.options.mode, has_current)
-            con.execute("DROP VIEW checked")
-            con.execute("DROP TABLE checked_rows")
+                self._checked(con, data, f"{REJECTS}_{attempt}_checked")
+            keyed = build_keyed(con, data.projection, CHECKED, current)
+            verdicts = Verdicts(
+                keyed,
+                build_row_errors(
+                    con, data.projection, self.options.mode, has_current, CHECKED, keyed
+                ),
+            )
+            con.execute(f"DROP VIEW {CHECKED}")
+            con.execute(f"DROP TABLE {CHECKED_ROWS}")
             # The error records' line numbers come from a scan of the file in Python
             # (seconds for a large file, on one core), which runs while DuckDB merges.
             # The report is written whatever happens next, failures included.
-            error_records = self._start_error_records(con, source, malformed)
+            error_records = self._start_error_records(con, verdicts.row_errors, source, malformed)
             try:
                 (rejected_rows,) = con.execute(  # type: ignore[misc]
-                    "SELECT count(DISTINCT rn) FROM row_errors"
+                    f"SELECT count(DISTINCT rn) FROM {verdicts.row_errors}"
                 ).fetchone()
                 counts = ImportCounts(
                     rows=staged_rows + len(malformed), rejected=rejected_rows + len(malformed)
                 )
-                self._last_counts = counts
+                self.state.counts = counts
                 self._check_policy(counts)
                 self.progress.stage("merging", rows=counts.rows)
                 target = workdir / "next.parquet"
@@ -341,7 +394,9 @@ class ImportRun:
                     self.options.import_id,
                     target,
                     SNAPSHOT_PARQUET,
-                    self._incoming(con, data, attempt),
+                    self._incoming(con, data, attempt, verdicts),
+                    current,
+                    verdicts,
                 )
                 if _file_stamp(source.path) != stamp:
                     raise ParseError(f"{source.name} changed while it was being imported")
@@ -386,7 +441,9 @@ class ImportRun:
             f"the catalog kept changing under this import ({COMMIT_ATTEMPTS} attempts)"
         )
 
-    def _incoming(self, con: duckdb.DuckDBPyConnection, data: _Input, attempt: int) -> str:
+    def _incoming(
+        self, con: duckdb.DuckDBPyConnection, data: _Input, attempt: int, verdicts: Verdicts
+    ) -> str:
         """SQL for the accepted rows, typed, for the merge: the file's second pass.
 
         Numbering records needs DuckDB to scan the file in order, on one thread. When a
@@ -397,24 +454,25 @@ class ImportRun:
         """
         scan = data.scan
         if scan is None or not data.projection.streamable:
-            return accepted_by_rn()
+            return accepted_by_rn(verdicts, TYPED)
         # Every scan records its own rejects: the first one's are final.
-        define_raw(con, scan, f"reject_errors_{attempt}_numbered")
+        define_raw(con, scan, RAW, f"{REJECTS}_{attempt}_numbered")
         if data.projection.match_by_reference:
-            return accepted_by_rn()
+            return accepted_by_rn(verdicts, TYPED)
+        unnumbered = scan.sql(f"{REJECTS}_{attempt}_unnumbered")
         con.execute(
-            f"CREATE OR REPLACE TEMP VIEW raw_unnumbered AS "
-            f"SELECT NULL::BIGINT AS rn, * FROM {scan.sql(f'reject_errors_{attempt}_unnumbered')}"
+            f"CREATE OR REPLACE TEMP VIEW {RAW_UNNUMBERED} AS "
+            f"SELECT NULL::BIGINT AS rn, * FROM {unnumbered}"
         )
         con.execute(
-            "CREATE OR REPLACE TEMP VIEW staged_unnumbered AS "
-            + data.projection.over("raw_unnumbered")
+            f"CREATE OR REPLACE TEMP VIEW {STAGED_UNNUMBERED} AS "
+            + data.projection.over(RAW_UNNUMBERED)
         )
         con.execute(
-            "CREATE OR REPLACE TEMP VIEW typed_unnumbered AS "
-            + typed_sql(data.projection, "staged_unnumbered")
+            f"CREATE OR REPLACE TEMP VIEW {TYPED_UNNUMBERED} AS "
+            + typed_sql(data.projection, STAGED_UNNUMBERED)
         )
-        return accepted_by_key(con, data.projection)
+        return accepted_by_key(con, data.projection, verdicts, RAW, TYPED_UNNUMBERED)
 
     def _check_policy(self, counts: ImportCounts) -> None:
         policy = self.options.error_policy
@@ -440,12 +498,17 @@ class ImportRun:
 
     # -- error records ---------------------------------------------------------------
     def _start_error_records(
-        self, con: duckdb.DuckDBPyConnection, source: LocalSource, malformed: list[Malformed]
+        self,
+        con: duckdb.DuckDBPyConnection,
+        row_errors: str,
+        source: LocalSource,
+        malformed: list[Malformed],
     ) -> Callable[[], list[ErrorRecord]]:
         """Start finding the error records' physical lines in a thread; the returned
         function waits for it and gives all error records, sorted by line."""
         rows = con.execute(
-            "SELECT rn, column_name, code, message, value, ref_rn FROM row_errors ORDER BY rn, code"
+            f"SELECT rn, column_name, code, message, value, ref_rn FROM {row_errors} "
+            "ORDER BY rn, code"
         ).fetchall()
         malformed_records = [m.record for m in malformed]
         valid_rows = {r[0] for r in rows} | {r[5] for r in rows if r[5] is not None}
@@ -531,7 +594,7 @@ class ImportRun:
             json.dump([e.model_dump() for e in errors], handle, ensure_ascii=False)
         self.store.upload(self._document("errors.csv"), csv_path, "text/csv")
         self.store.upload(self._document("errors.json"), json_path, "application/json")
-        self._last_errors = errors
+        self.state.errors = errors
         return self.store.ref(self._document("errors.csv"))
 
     # -- results ---------------------------------------------------------------------
@@ -543,21 +606,16 @@ class ImportRun:
         errors: list[ErrorRecord],
         note: str,
     ) -> ImportResult:
-        return ImportResult(
-            importId=self.options.import_id,
-            namespace=self.catalog.namespace,
-            catalog=self.catalog.name,
-            phase="Succeeded",
-            reason="ImportSucceeded",
-            message=f"{summary(counts)}; {note}",
-            dryRun=self.options.dry_run,
-            mode=self.options.mode.value,
+        return result_of(
+            self.options,
+            "Succeeded",
+            "ImportSucceeded",
+            f"{summary(counts)}; {note}",
             counts=counts,
             catalogVersion=version,
             errorsRef=errors_ref,
             errors=errors[:INLINE_ERRORS],
             startedAt=self.started,
-            completedAt=datetime.now(UTC),
         )
 
     def _as_failure(self, caught: ImportFailure | duckdb.OutOfMemoryException) -> ImportFailure:
@@ -574,28 +632,23 @@ class ImportRun:
         )
 
     def _failed(self, reason: str, message: str) -> ImportResult:
-        errors = getattr(self, "_last_errors", [])
+        errors = self.state.errors
         head_version = 0
         try:
             head, _ = self.catalog.head()
             head_version = head.version if head else 0
         except ImportFailure:
             pass
-        return ImportResult(
-            importId=self.options.import_id,
-            namespace=self.catalog.namespace,
-            catalog=self.catalog.name,
-            phase="Failed",
-            reason=reason,
-            message=message,
-            dryRun=self.options.dry_run,
-            mode=self.options.mode.value,
-            counts=getattr(self, "_last_counts", ImportCounts()),
+        return result_of(
+            self.options,
+            "Failed",
+            reason,
+            message,
+            counts=self.state.counts,
             catalogVersion=head_version,
             errorsRef=self.store.ref(self._document("errors.csv")) if errors else None,
             errors=errors[:INLINE_ERRORS],
             startedAt=self.started,
-            completedAt=datetime.now(UTC),
         )
 
     def _write_result(self, result: ImportResult) -> None:
@@ -636,16 +689,4 @@ def run_import(
     except _WithResult as failed:
         return failed.result, failed.failure.exit_code
     except ImportFailure as failure:  # before a catalog could even be opened
-        now = datetime.now(UTC)
-        return ImportResult(
-            importId=options.import_id,
-            namespace=options.namespace,
-            catalog=options.catalog,
-            phase="Failed",
-            reason=failure.reason,
-            message=failure.message,
-            dryRun=options.dry_run,
-            mode=options.mode.value,
-            startedAt=now,
-            completedAt=now,
-        ), failure.exit_code
+        return result_of(options, "Failed", failure.reason, failure.message), failure.exit_code

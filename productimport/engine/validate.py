@@ -1,11 +1,11 @@
 """Row rules as SQL over the whole file at once: one query, never a Python call per row.
 
-Input: `checked` (the narrow first pass: only the typed fields the rules read, see
-CHECKED_FIELDS) and table `keyed` (each row's resolved catalog key, its first occurrence
-and whether the catalog has it). Output: table `row_errors(rn, column_name, code,
-message, value, ref_rn)`; `ref_rn` names another row the message refers to (the first
-occurrence of a duplicate), and `{ref_line}` in the message is replaced by its line once
-lines are known.
+Input: CHECKED (the narrow first pass: only the typed fields the rules read, see
+CHECKED_FIELDS) and KEYED (each row's resolved catalog key, its first occurrence and
+whether the catalog has it), by the names the runner hands over. Output: table
+ROW_ERRORS(rn, column_name, code, message, value, ref_rn); `ref_rn` names another row
+the message refers to (the first occurrence of a duplicate), and `{ref_line}` in the
+message is replaced by its line once lines are known.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import duckdb
 from productimport.engine.options import Mode
 from productimport.engine.parse import sql_string
 from productimport.engine.presets import Projection
+from productimport.engine.relations import ROW_ERRORS
 from productimport.models.product import (
     MAX_EXTERNAL_REF_LENGTH,
     MAX_NAME_LENGTH,
@@ -72,19 +73,20 @@ CHECKED_FIELDS = [
 ]
 
 
-def checked_sql(projection: Projection) -> str:
-    """The first pass: one narrow row per record, everything the row rules need."""
+def checked_sql(projection: Projection, staged: str) -> str:
+    """The first pass over `staged`: one narrow row per record, everything the row rules
+    need."""
     flags = [
         f"({raw} IS NULL) AS missing_{raw}"
         for raw in (RAW_OF.get(field, field) for field in projection.required)
         if raw not in CHECKED_FIELDS
     ]
     text_fields = [f for f in CHECKED_FIELDS if f not in RAW_OF]
-    return f"SELECT {', '.join(['rn', *text_fields, *flags])} FROM staged"
+    return f"SELECT {', '.join(['rn', *text_fields, *flags])} FROM {staged}"
 
 
 def checked_view_sql(projection: Projection, rows: str) -> str:
-    """View `checked` over the first pass's table: its typed fields are computed where a
+    """View CHECKED over the first pass's table: its typed fields are computed where a
     rule reads them, not stored (storing them cost more than typing again the few
     columns each rule reads)."""
     return typed_sql(projection, f"({rows})")
@@ -107,7 +109,7 @@ def tags_list(cell: str) -> str:
     )
 
 
-def typed_sql(projection: Projection, staged: str = "staged") -> str:
+def typed_sql(projection: Projection, staged: str) -> str:
     """Parse the text fields once: enums, number, currency, tags list."""
     status_default = projection.defaults.get("status", "NULL")
     commodity_default = projection.defaults.get("commodity_type", "NULL")
@@ -128,15 +130,16 @@ def typed_sql(projection: Projection, staged: str = "staged") -> str:
 
 
 def _check(
+    table: str,
     column: str,
     code: str,
     message_sql: str,
     value_sql: str,
     where: str,
     ref_rn: str = "NULL::BIGINT",
-    table: str = "checked",
 ) -> str:
-    """One rule. Rules on the catalog key (sku) read `keyed`: its sku is the resolved one."""
+    """One rule over `table`. Rules on the catalog key (sku) read KEYED: its sku is the
+    resolved one; the others read CHECKED."""
     return (
         f"SELECT rn, {sql_string(column)} AS column_name, {sql_string(code)} AS code, "
         f"{message_sql} AS message, CAST({value_sql} AS VARCHAR) AS value, {ref_rn} AS ref_rn "
@@ -145,8 +148,14 @@ def _check(
 
 
 def build_row_errors(
-    con: duckdb.DuckDBPyConnection, projection: Projection, mode: Mode, has_current: bool
-) -> None:
+    con: duckdb.DuckDBPyConnection,
+    projection: Projection,
+    mode: Mode,
+    has_current: bool,
+    checked: str,
+    keyed: str,
+) -> str:
+    """Table ROW_ERRORS: every rule over every row, one statement."""
     src = projection.sources
 
     def col(field: str) -> str:
@@ -157,17 +166,18 @@ def build_row_errors(
         raw = RAW_OF.get(field, field)
         checks.append(
             _check(
+                keyed if raw == "sku" else checked,
                 col(field),
                 "missing_required",
                 f"'{field} is required but the cell is empty'",
                 "NULL",
                 f"{raw} IS NULL" if raw in CHECKED_FIELDS else f"missing_{raw}",
-                table="keyed" if raw == "sku" else "checked",
             )
         )
     if projection.match_by_reference:
         checks.append(
             _check(
+                checked,
                 col("external_ref"),
                 "missing_required",
                 "'Elastic Path rows need an id or an external_ref to match or create a product'",
@@ -177,6 +187,7 @@ def build_row_errors(
         )
     checks += [
         _check(
+            checked,
             col("status"),
             "invalid_enum",
             "'status must be draft or live, got ''' || status_raw || ''''",
@@ -184,6 +195,7 @@ def build_row_errors(
             "status_raw IS NOT NULL AND status IS NULL",
         ),
         _check(
+            checked,
             col("commodity_type"),
             "invalid_enum",
             "'commodity_type must be physical or digital, got ''' || commodity_raw || ''''",
@@ -191,6 +203,7 @@ def build_row_errors(
             "commodity_raw IS NOT NULL AND commodity_type IS NULL",
         ),
         _check(
+            checked,
             col("price"),
             "invalid_number",
             "'price must be a decimal number, got ''' || price_raw || ''''",
@@ -198,6 +211,7 @@ def build_row_errors(
             "price_raw IS NOT NULL AND price IS NULL",
         ),
         _check(
+            checked,
             col("price"),
             "negative_price",
             "'price must be >= 0, got ' || price_raw",
@@ -205,6 +219,7 @@ def build_row_errors(
             "price < 0",
         ),
         _check(
+            checked,
             col("currency"),
             "invalid_currency",
             "'currency must be an ISO 4217 code such as EUR or USD, got ''' "
@@ -216,6 +231,7 @@ def build_row_errors(
             f"{', '.join(sql_string(c) for c in sorted(ISO_4217))}]))",
         ),
         _check(
+            checked,
             col("slug"),
             "invalid_slug",
             "'slug may hold only letters, digits, ''.'', ''-'' and ''_'', got ''' || slug || ''''",
@@ -223,14 +239,15 @@ def build_row_errors(
             f"slug IS NOT NULL AND NOT regexp_full_match(slug, '{SLUG_PATTERN}')",
         ),
         _check(
+            keyed,
             col("sku"),
             "too_long",
             f"'sku is longer than {MAX_SKU_LENGTH} characters'",
             "sku",
             f"length(sku) > {MAX_SKU_LENGTH}",
-            table="keyed",
         ),
         _check(
+            checked,
             col("name"),
             "too_long",
             f"'name is longer than {MAX_NAME_LENGTH} characters'",
@@ -238,6 +255,7 @@ def build_row_errors(
             f"length(name) > {MAX_NAME_LENGTH}",
         ),
         _check(
+            checked,
             col("external_ref"),
             "too_long",
             f"'external_ref is longer than {MAX_EXTERNAL_REF_LENGTH} characters'",
@@ -245,6 +263,7 @@ def build_row_errors(
             f"length(external_ref) > {MAX_EXTERNAL_REF_LENGTH}",
         ),
         _check(
+            checked,
             col("tags"),
             "too_many_tags",
             f"'at most {MAX_TAGS} tags are allowed, got ' || len(tags)",
@@ -252,6 +271,7 @@ def build_row_errors(
             f"len(tags) > {MAX_TAGS}",
         ),
         _check(
+            checked,
             col("tags"),
             "too_long",
             f"'each tag may have at most {MAX_TAG_LENGTH} characters'",
@@ -263,6 +283,7 @@ def build_row_errors(
         ),
         # The first occurrence of a key wins; every later one is rejected and names it.
         _check(
+            keyed,
             col("sku"),
             "duplicate_sku",
             "'SKU ''' || sku || ''' appears more than once; the first occurrence, "
@@ -270,47 +291,47 @@ def build_row_errors(
             "sku",
             "sku IS NOT NULL AND rn <> first_rn",
             "first_rn",
-            table="keyed",
         ),
         _check(
+            keyed,
             col("sku"),
             "sku_mismatch",
             "'row matches product ''' || key_match || ''' by id or external_ref but has "
             "sku ''' || given_sku || '''; change a SKU by importing under its old one'",
             "given_sku",
             "key_match IS NOT NULL AND given_sku IS NOT NULL AND given_sku <> key_match",
-            table="keyed",
         ),
         _check(
+            keyed,
             "id",
             "not_found",
             "'no product has id ''' || ep_id || ''''",
             "ep_id",
             "ep_id IS NOT NULL AND key_match IS NULL AND id_matched = false",
-            table="keyed",
         ),
     ]
     if mode is Mode.create and has_current:
         checks.append(
             _check(
+                keyed,
                 col("sku"),
                 "sku_exists",
                 "'SKU ''' || sku || ''' already exists and mode is create'",
                 "sku",
                 "exists_in_catalog",
-                table="keyed",
             )
         )
     if mode is Mode.update:
         checks.append(
             _check(
+                keyed,
                 col("sku"),
                 "sku_not_found",
                 "'SKU ''' || sku || ''' is not in the catalog and mode is update'",
                 "sku",
                 "sku IS NOT NULL AND NOT exists_in_catalog",
-                table="keyed",
             )
         )
-    con.execute("DROP TABLE IF EXISTS row_errors")
-    con.execute("CREATE TEMP TABLE row_errors AS " + " UNION ALL ".join(checks))
+    con.execute(f"DROP TABLE IF EXISTS {ROW_ERRORS}")
+    con.execute(f"CREATE TEMP TABLE {ROW_ERRORS} AS " + " UNION ALL ".join(checks))
+    return ROW_ERRORS
