@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from productimport.models.product import ImportCounts
+
 # Bump when the generated content changes, so cached files are not reused silently.
 GEN_VERSION = 3
 DEFAULT_SEED = 20261122
@@ -223,24 +225,10 @@ SENTENCES = [
 
 
 @dataclass
-class Expected:
-    """The counts an import of a file must report (``--mode upsert``)."""
-
-    rows: int = 0
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    rejected: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
-
-@dataclass
 class FileStats:
     path: Path
-    expected: Expected = field(default_factory=Expected)
+    # The counts an import of the file must report (--mode upsert).
+    expected: ImportCounts = field(default_factory=ImportCounts)
     invalid_kinds: dict[str, int] = field(default_factory=dict)
 
 
@@ -475,7 +463,7 @@ def generate(rows: int, out_dir: Path, seed: int = DEFAULT_SEED) -> dict:
         files[name] = {
             "rows": stats.expected.rows,
             "bytes": stats.path.stat().st_size,
-            "expected": stats.expected.as_dict(),
+            "expected": stats.expected.model_dump(),
             "invalid_kinds": dict(sorted(stats.invalid_kinds.items())),
         }
     manifest = {

@@ -21,6 +21,7 @@ from productimport.api.security import Authorized, Svc, authorized
 from productimport.api.settings import ApiSettings
 from productimport.api.uploads import UploadRequest, upload_and_create
 from productimport.api.views import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, ImportView, view
+from productimport.models.product import ImportCounts
 
 router = APIRouter(prefix="/api/workspace", tags=["saas-compatible"])
 
@@ -65,13 +66,7 @@ class ImportEnqueued(BaseModel):
     notify_email: bool
 
 
-class JobResult(BaseModel):
-    rows: int = 0
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    rejected: int = 0
+class JobResult(ImportCounts):
     catalogVersion: int | None = None
 
 
