@@ -9,7 +9,9 @@ nothing in the file is lost. An explicit per-column mapping overrides the preset
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from productimport.engine.errors import InvalidOptions
 from productimport.engine.options import Preset
@@ -91,11 +93,22 @@ def text(col: str) -> str:
     )
 
 
+# The relation a projection reads: the file's rows, `raw(rn, c0..cN)`.
+RAW = "raw"
+
+
 @dataclass
 class Projection:
-    """The SELECT that produces table `staged`, and what it knows about the file."""
+    """The SELECT that produces table `staged`, and what it knows about the file.
 
-    sql: str
+    It is kept in two parts, the select list and the relation it reads (what follows
+    FROM), so that `sql` and `over()` render the same select list over different relations.
+    """
+
+    select: str  # `rn`, the canonical fields and `attributes`, as a SELECT list
+    # What the select list reads: `raw` itself for streamable ones; otherwise a join or a
+    # subquery of `raw`, with any WHERE / ORDER BY after it.
+    relation: str
     sources: dict[str, str]  # canonical field -> the source header it came from
     required: list[str]
     defaults: dict[str, str] = field(default_factory=dict)  # field -> SQL default
@@ -108,11 +121,20 @@ class Projection:
     # Streamable ones: the source column index each canonical text field reads.
     field_columns: dict[str, int] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.streamable and self.relation != RAW:
+            raise ValueError(f"a streamable projection reads {RAW} itself, not {self.relation}")
+
+    @property
+    def sql(self) -> str:
+        """The SELECT over `raw`."""
+        return f"SELECT {self.select} FROM {self.relation}"
+
     def over(self, table: str) -> str:
         """The same projection reading `table` instead of `raw` (streamable ones only)."""
-        if not self.streamable or not self.sql.endswith(" FROM raw"):
+        if not self.streamable:
             raise ValueError("only a streamable projection can read another table")
-        return self.sql.removesuffix(" FROM raw") + f" FROM {table}"
+        return f"SELECT {self.select} FROM {table}"
 
 
 class Columns:
@@ -211,106 +233,254 @@ def project(preset: Preset, headers: list[str], mapping: dict[str, str]) -> Proj
     overrides, ignored = _apply_mapping(cols, mapping)
     cols.used.update(int(c[1:]) for c in overrides.values())
     builder = {
-        Preset.native: _native,
-        Preset.elasticpath: _elasticpath,
+        Preset.native: partial(_streamable, NATIVE),
+        Preset.elasticpath: partial(_streamable, ELASTICPATH),
         Preset.shopify: _shopify,
         Preset.woocommerce: _woocommerce,
     }[preset]
     return builder(cols, overrides, ignored)
 
 
-def _simple(
-    cols: Columns,
-    overrides: dict[str, str],
-    ignored: set[int],
-    candidates: dict[str, tuple[str, ...]],
-    required: list[str],
-    defaults: dict[str, str],
-    combine: dict[str, tuple[str, ...]] | None = None,
-) -> Projection:
-    """A preset where each field is one column (native, Elastic Path).
+# Presets as data: a Layout says, for each canonical field, which source column fills it
+# and how; `_read` interprets it. What a layout cannot say (a key built from several
+# columns, a join, Shopify's variant rows) is in each preset's own function below.
 
-    `combine` makes a field the first present of several fields (Elastic Path's key).
-    """
-    exprs: dict[str, str] = {}
-    sources: dict[str, str] = {}
-    field_columns: dict[str, int] = {}
+
+class From:
+    """Where a preset reads one canonical field: the first of `headers` the file has."""
+
+    def __init__(
+        self,
+        *headers: str,
+        value: Callable[[str], str] = text,
+        label: str | None = None,
+        take: bool = True,
+        mappable: bool = True,
+        otherwise: From | None = None,
+    ) -> None:
+        self.headers = headers  # matched by normalize_header(); none: only a mapping fills it
+        self.value = value  # the field's SQL, given the column (`cN`) it reads
+        self.label = label  # the column errors name when the file has none of `headers`
+        self.take = take  # False: the column is read, and also kept as an attribute
+        self.mappable = mappable  # False: a mapping onto this field is ignored
+        self.otherwise = otherwise  # read instead when the file has none of `headers`
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A preset as data. Fields it leaves out are filled only by a mapping."""
+
+    fields: dict[str, From]
+    required: list[str]  # model fields every row must have
+    defaults: dict[str, str] = field(default_factory=dict)  # model field -> SQL default
+    # Elastic Path: the sku is the first of these fields a row has; given_sku keeps its own.
+    key: tuple[str, ...] = ()
+    match_by_reference: bool = False
+
+
+_DRAFT_PHYSICAL = {"status": "'draft'", "commodity_type": "'physical'"}
+
+
+@dataclass
+class _Read:
+    """A layout applied to a file's headers."""
+
+    exprs: dict[str, str]  # every one of TEXT_FIELDS -> its SQL, in that order
+    columns: dict[str, str]  # field -> the source column (`cN`) it reads
+    sources: dict[str, str]  # field -> the header it reads, or the layout's label
+    present: set[str]
+
+    def select_list(self) -> str:
+        return ", ".join(f"{expr} AS {name}" for name, expr in self.exprs.items())
+
+
+def _read(layout: Layout, cols: Columns, overrides: dict[str, str]) -> _Read:
+    """Each canonical field's SQL: its mapped column, else the first column the layout
+    names that the file has (taken from the attributes unless `take=False`), else NULL."""
+    read = _Read({}, {}, {}, set())
     for name in TEXT_FIELDS:
-        col = overrides.get(name) or (cols.take(*candidates[name]) if name in candidates else None)
-        exprs[name] = text(col) if col else "NULL"
-        if col:
-            sources[name] = cols.header(col)
-            field_columns[name] = int(col[1:])
-    present = set(sources)
-    if combine:
-        exprs["given_sku"] = exprs["sku"]
-    for name, parts in (combine or {}).items():
-        exprs[name] = f"coalesce({', '.join(exprs[p] for p in parts)})"
-        sources.setdefault(name, next((sources[p] for p in parts if p in sources), name))
-    select = ", ".join(f"{expr} AS {name}" for name, expr in exprs.items())
-    sql = f"SELECT rn, {select}, {_attributes_sql(cols, ignored)} AS attributes FROM raw"
+        spec = layout.fields.get(name, From())
+        reader: From | None = spec
+        col = overrides.get(name) if spec.mappable else None
+        while col is None and reader is not None:
+            col = (cols.take if reader.take else cols.peek)(*reader.headers)
+            if col is None:
+                reader = reader.otherwise
+        if col is not None and reader is not None:
+            read.exprs[name] = reader.value(col)
+            read.columns[name] = col
+            read.sources[name] = cols.header(col)
+            read.present.add(name)
+        else:
+            read.exprs[name] = "NULL"
+            if spec.label:
+                read.sources[name] = spec.label
+    return read
+
+
+def _streamable(
+    layout: Layout, cols: Columns, overrides: dict[str, str], ignored: set[int]
+) -> Projection:
+    """A preset where each field is one column of the same row (native, Elastic Path)."""
+    read = _read(layout, cols, overrides)
+    if layout.key:
+        read.exprs["given_sku"] = read.exprs["sku"]
+        read.exprs["sku"] = f"coalesce({', '.join(read.exprs[f] for f in layout.key)})"
+        read.sources.setdefault(
+            "sku", next((read.sources[f] for f in layout.key if f in read.sources), "sku")
+        )
     return Projection(
-        sql=sql,
-        sources=sources,
-        required=required,
-        defaults=defaults,
-        present=present,
+        select=f"rn, {read.select_list()}, {_attributes_sql(cols, ignored)} AS attributes",
+        relation=RAW,
+        sources=read.sources,
+        required=list(layout.required),
+        defaults=dict(layout.defaults),
+        present=read.present,
+        match_by_reference=layout.match_by_reference,
         streamable=True,
-        field_columns=field_columns,
+        field_columns={name: int(col[1:]) for name, col in read.columns.items()},
     )
 
 
-def _native(cols: Columns, overrides: dict[str, str], ignored: set[int]) -> Projection:
-    candidates = {
-        "sku": ("sku",),
-        "name": ("name", "title"),
-        "slug": ("slug", "handle"),
-        "description": ("description",),
-        "status_raw": ("status",),
-        "commodity_raw": ("commodity_type", "commodity type"),
-        "price_raw": ("price",),
-        "currency_raw": ("currency",),
-        "upc_ean": ("upc_ean", "upc", "ean", "gtin", "barcode"),
-        "mpn": ("mpn",),
-        "external_ref": ("external_ref",),
-        "tags_raw": ("tags",),
-        "main_image": ("main_image", "main_image_id", "image"),
-        "parent_sku": ("parent_sku", "parent"),
-    }
-    defaults = {"status": "'draft'", "commodity_type": "'physical'"}
-    return _simple(cols, overrides, ignored, candidates, ["sku", "name"], defaults)
+NATIVE = Layout(
+    fields={
+        "sku": From("sku"),
+        "name": From("name", "title"),
+        "slug": From("slug", "handle"),
+        "description": From("description"),
+        "status_raw": From("status"),
+        "commodity_raw": From("commodity_type", "commodity type"),
+        "price_raw": From("price"),
+        "currency_raw": From("currency"),
+        "upc_ean": From("upc_ean", "upc", "ean", "gtin", "barcode"),
+        "mpn": From("mpn"),
+        "external_ref": From("external_ref"),
+        "tags_raw": From("tags"),
+        "main_image": From("main_image", "main_image_id", "image"),
+        "parent_sku": From("parent_sku", "parent"),
+    },
+    required=["sku", "name"],
+    defaults=_DRAFT_PHYSICAL,
+)
 
-
-def _elasticpath(cols: Columns, overrides: dict[str, str], ignored: set[int]) -> Projection:
-    candidates = {
-        "ep_id": ("id",),
-        "external_ref": ("external_ref",),
-        "sku": ("sku",),
-        "name": ("name",),
-        "slug": ("slug",),
-        "description": ("description",),
-        "status_raw": ("status",),
-        "commodity_raw": ("commodity_type",),
-        "upc_ean": ("upc_ean",),
-        "mpn": ("mpn",),
-        "tags_raw": ("tags",),
-        "main_image": ("main_image_id", "main_image"),
-        "price_raw": ("price",),
-        "currency_raw": ("currency",),
-        "parent_sku": ("parent_sku",),
-    }
+ELASTICPATH = Layout(
+    fields={
+        "ep_id": From("id"),
+        "external_ref": From("external_ref"),
+        "sku": From("sku"),
+        "name": From("name"),
+        "slug": From("slug"),
+        "description": From("description"),
+        "status_raw": From("status"),
+        "commodity_raw": From("commodity_type"),
+        "upc_ean": From("upc_ean"),
+        "mpn": From("mpn"),
+        "tags_raw": From("tags"),
+        "main_image": From("main_image_id", "main_image"),
+        "price_raw": From("price"),
+        "currency_raw": From("currency"),
+        "parent_sku": From("parent_sku"),
+    },
+    required=["name", "description", "slug", "status", "commodity_type"],
     # Elastic Path's key: the sku, or the external_ref standing in for a missing one.
-    projection = _simple(
-        cols,
-        overrides,
-        ignored,
-        candidates,
-        ["name", "description", "slug", "status", "commodity_type"],
-        {},
-        combine={"sku": ("sku", "external_ref")},
+    key=("sku", "external_ref"),
+    match_by_reference=True,
+)
+
+
+# WooCommerce's value encodings, as SQL over the source column.
+
+
+def _woo_published(col: str) -> str:
+    """Published: 1 live, 0 and -1 (private) draft."""
+    return (
+        f"CASE trim({col}) WHEN '1' THEN 'live' WHEN '0' THEN 'draft' "
+        f"WHEN '-1' THEN 'draft' ELSE lower({text(col)}) END"
     )
-    projection.match_by_reference = True
-    return projection
+
+
+def _woo_type(col: str) -> str:
+    """Type, e.g. `simple, virtual`: virtual and downloadable products are digital."""
+    return (
+        f"CASE WHEN lower({col}) LIKE '%virtual%' OR lower({col}) LIKE '%downloadable%' "
+        "THEN 'digital' ELSE 'physical' END"
+    )
+
+
+def _first_image(col: str) -> str:
+    """Images, a comma-separated list of URLs: the first is the main image."""
+    return f"nullif(trim(split_part({col}, ',', 1)), '')"
+
+
+WOOCOMMERCE = Layout(
+    fields={
+        "sku": From("sku", label="SKU"),
+        "name": From("name", label="Name"),
+        "description": From("description", label="Description"),
+        "status_raw": From("published", value=_woo_published, label="Published"),
+        "commodity_raw": From("type", value=_woo_type, take=False, mappable=False),
+        "price_raw": From("regular price", label="Regular price"),
+        "upc_ean": From("gtin, upc, ean, or isbn"),
+        "tags_raw": From("tags", label="Tags"),
+        "main_image": From("images", value=_first_image, take=False, mappable=False),
+        "parent_sku": From("parent"),
+        "ep_id": From(mappable=False),
+    },
+    required=["sku", "name"],
+    defaults=_DRAFT_PHYSICAL,
+)
+
+
+def _woocommerce(cols: Columns, overrides: dict[str, str], ignored: set[int]) -> Projection:
+    """WOOCOMMERCE, plus a key for rows without a SKU and names for nameless variations,
+    which read the parent's row: a join, so not streamable."""
+    read = _read(WOOCOMMERCE, cols, overrides)
+    sku, name, parent = read.exprs["sku"], read.exprs["name"], read.exprs["parent_sku"]
+    values = _woo_attribute_values(cols)
+    read.exprs["sku"] = _woo_key(cols, sku, name, parent, values)
+    # A variation without a name takes its parent's, with its attribute values.
+    read.exprs["name"] = (
+        f"coalesce({name}, parents.parent_name || ' - ' || {values}, parents.parent_name)"
+    )
+    read.present |= {"sku", "name"}
+    parents = (
+        f"(SELECT {sku} AS parent_key, any_value({name}) AS parent_name FROM {RAW} "
+        f"WHERE {sku} IS NOT NULL GROUP BY 1)"
+    )
+    attributes = _attributes_sql(cols, ignored, RAW)
+    return Projection(
+        select=f"{RAW}.rn, {read.select_list()}, {attributes} AS attributes",
+        relation=(
+            f"{RAW} LEFT JOIN {parents} AS parents ON parents.parent_key = {parent} "
+            f"ORDER BY {RAW}.rn"
+        ),
+        sources=read.sources,
+        required=list(WOOCOMMERCE.required),
+        defaults=dict(WOOCOMMERCE.defaults),
+        present=read.present,
+    )
+
+
+def _woo_attribute_values(cols: Columns) -> str:
+    """A variation's attribute values (`Attribute N value(s)` columns), comma-separated."""
+    values = [
+        text(f"c{i}")
+        for i, header in enumerate(cols.headers)
+        if re.fullmatch(r"attribute \d+ value\(s\)", normalize_header(header))
+    ]
+    return f"nullif(concat_ws(', ', {', '.join(values)}), '')" if values else "NULL"
+
+
+def _woo_key(cols: Columns, sku: str, name: str, parent: str, values: str) -> str:
+    """WooCommerce allows products without a SKU (variations, external and grouped
+    products); they are keyed by their ID, else their parent and attribute values, else
+    their name, so the real export files import without a rejected row."""
+    product_id = cols.peek("id")
+    by_id = f"'id:' || {text(product_id)}, " if product_id else ""
+    return (
+        f"coalesce({sku}, {by_id}{parent} || '/' || {values}, "
+        f"'name:' || lower(regexp_replace({name}, '[^A-Za-z0-9]+', '-', 'g')))"
+    )
 
 
 # Shopify's product CSV: one row per variant, product-level cells only on the first row
@@ -329,220 +499,128 @@ _SHOPIFY_VARIANT_PREFIXES = (
 )
 
 
+def _shopify_status(col: str) -> str:
+    """Status: active is live, archived draft."""
+    return (
+        f"CASE lower({text(col)}) WHEN 'active' THEN 'live' WHEN 'archived' THEN 'draft' "
+        f"ELSE lower({text(col)}) END"
+    )
+
+
+def _shopify_published(col: str) -> str:
+    """Published, in files without Status: TRUE is live."""
+    return f"CASE WHEN upper({text(col)}) = 'TRUE' THEN 'live' ELSE 'draft' END"
+
+
+def _shopify_shipping(col: str) -> str:
+    """Variant Requires Shipping: FALSE is a digital product."""
+    return f"CASE WHEN upper({text(col)}) = 'FALSE' THEN 'digital' ELSE 'physical' END"
+
+
+# Read from the Handle group's columns (see _shopify_grouped), so a variant row has its
+# product's title, description, tags... `sku` and `main_image` are completed by _shopify.
+SHOPIFY = Layout(
+    fields={
+        "sku": From("variant sku", label="Variant SKU"),
+        "name": From("title", label="Title"),
+        "slug": From("handle"),
+        "description": From("body (html)", label="Body (HTML)"),
+        "status_raw": From(
+            "status",
+            value=_shopify_status,
+            label="Status",
+            otherwise=From("published", value=_shopify_published, take=False),
+        ),
+        "commodity_raw": From(
+            "variant requires shipping", value=_shopify_shipping, take=False, mappable=False
+        ),
+        "price_raw": From("variant price", label="Variant Price"),
+        "upc_ean": From("variant barcode", label="Variant Barcode"),
+        "mpn": From("google shopping / mpn", take=False),
+        "tags_raw": From("tags", label="Tags"),
+        "main_image": From("variant image", mappable=False),
+        "parent_sku": From("handle", mappable=False),
+        "ep_id": From(mappable=False),
+    },
+    required=["sku", "name"],
+    defaults=_DRAFT_PHYSICAL,
+)
+
+
 def _shopify(cols: Columns, overrides: dict[str, str], ignored: set[int]) -> Projection:
+    """SHOPIFY over the rows of each Handle group, product-level cells filled in from the
+    group's first row; variants keyed, and image-only rows folded into their group."""
     handle = cols.take("handle")
     if handle is None:
         raise InvalidOptions("the shopify preset needs a Handle column")
-    inherit = {
-        f"c{i}"
-        for i, header in enumerate(cols.headers)
-        if not normalize_header(header).startswith(_SHOPIFY_VARIANT_PREFIXES) and f"c{i}" != handle
-    }
-    window = (
-        f"OVER (PARTITION BY {handle} ORDER BY rn "
-        "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"
-    )
-    group_cols = ", ".join(
-        f"coalesce(nullif(trim(c{i}), ''), first_value(nullif(trim(c{i}), '') IGNORE NULLS) "
-        f"{window}) AS c{i}"
-        if f"c{i}" in inherit
-        else f"c{i}"
-        for i in range(len(cols.headers))
-    )
-    sku_col = overrides.get("sku") or cols.take("variant sku")
-    options = [cols.peek(f"option{n} value") for n in (1, 2, 3)]
-    option_cols = [o for o in options if o]
-    image_src = cols.peek("image src")
-    image_pos = cols.peek("image position")
-    title = overrides.get("name") or cols.take("title")
-    price = overrides.get("price_raw") or cols.take("variant price")
-    status = overrides.get("status_raw") or cols.take("status")
-    published = cols.peek("published")
-    requires_shipping = cols.peek("variant requires shipping")
-    variant_image = cols.take("variant image")
-    fields = {
-        "sku": text(sku_col) if sku_col else "NULL",
-        "name": text(title) if title else "NULL",
-        "slug": text(overrides.get("slug") or handle),
-        "description": text(overrides.get("description") or cols.take("body (html)") or "NULL"),
-        "status_raw": (
-            f"CASE lower({text(status)}) WHEN 'active' THEN 'live' WHEN 'archived' THEN 'draft' "
-            f"ELSE lower({text(status)}) END"
-            if status
-            else (
-                f"CASE WHEN upper({text(published)}) = 'TRUE' THEN 'live' ELSE 'draft' END"
-                if published
-                else "NULL"
-            )
-        ),
-        "commodity_raw": (
-            f"CASE WHEN upper({text(requires_shipping)}) = 'FALSE' THEN 'digital' "
-            "ELSE 'physical' END"
-            if requires_shipping
-            else "NULL"
-        ),
-        "price_raw": text(price) if price else "NULL",
-        "currency_raw": text(overrides["currency_raw"]) if "currency_raw" in overrides else "NULL",
-        "upc_ean": text(overrides.get("upc_ean") or cols.take("variant barcode") or "NULL"),
-        "mpn": text(overrides.get("mpn") or cols.peek("google shopping / mpn") or "NULL"),
-        "external_ref": text(overrides["external_ref"]) if "external_ref" in overrides else "NULL",
-        "tags_raw": text(overrides.get("tags_raw") or cols.take("tags") or "NULL"),
-        "main_image": (
-            f"coalesce({text(variant_image) if variant_image else 'NULL'}, group_image)"
-        ),
-        "parent_sku": text(handle),
-        "ep_id": "NULL",
-        "given_sku": "NULL",
-    }
-    sources = {
-        "sku": cols.header(sku_col) if sku_col else "Variant SKU",
-        "name": cols.header(title) if title else "Title",
-        "slug": cols.header(handle),
-        "price_raw": cols.header(price) if price else "Variant Price",
-        "status_raw": cols.header(status)
-        if status
-        else (cols.header(published) if published else "Status"),
-        "description": "Body (HTML)",
-        "tags_raw": "Tags",
-        "upc_ean": "Variant Barcode",
-    }
-    # A variant without a SKU is keyed by its Handle and option values: stable, unique
-    # within the group, and what Shopify itself uses to tell variants apart.
-    option_key = (
-        f"concat_ws('/', {', '.join(text(o) for o in option_cols)})" if option_cols else "''"
-    )
-    key = (
-        f"coalesce({fields['sku']}, CASE WHEN {option_key} <> '' "
-        f"THEN {text(handle)} || '/' || {option_key} ELSE {text(handle)} END)"
-    )
-    fields["sku"] = key
-    # Rows that only add an image to their group are folded into it, not imported.
-    variant_signals = [c for c in (sku_col, price, *option_cols) if c]
-    image_only = (
-        f"({image_src} IS NOT NULL AND "
-        + " AND ".join(f"{text(c)} IS NULL" for c in variant_signals)
-        + ")"
-        if image_src and variant_signals
-        else "false"
-    )
-    order = f"try_cast({image_pos} AS INTEGER), rn" if image_pos else "rn"
-    group_image = (
-        f"first_value({text(image_src)} IGNORE NULLS) OVER (PARTITION BY {handle} ORDER BY "
-        f"{order} ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"
-        if image_src
-        else "NULL"
-    )
-    group_images = (
-        f"string_agg({text(image_src)}, ', ' ORDER BY {order}) OVER (PARTITION BY {handle})"
-        if image_src
-        else "NULL"
-    )
-    select = ", ".join(f"{expr} AS {name}" for name, expr in fields.items())
+    grouped = _shopify_grouped(cols, handle)
+    read = _read(SHOPIFY, cols, overrides)
+    options = [o for o in (cols.peek(f"option{n} value") for n in (1, 2, 3)) if o]
+    read.exprs["sku"] = _shopify_variant_key(read.exprs["sku"], handle, options)
+    read.exprs["main_image"] = f"coalesce({read.exprs['main_image']}, group_image)"
+    read.present |= {"sku", "main_image"}
+    # What makes a row a variant rather than one more image of its product.
+    signals = [read.columns[f] for f in ("sku", "price_raw") if f in read.columns] + options
+    images = _shopify_images(cols, handle, signals)
     attributes = _attributes_sql(cols, ignored)
-    if image_src:
+    if cols.peek("image src"):
         attributes = (
             f"CASE WHEN group_images IS NULL THEN {attributes} ELSE list_append("
             f"list_filter({attributes}, lambda e: e.key <> 'Images'), "
             "{'key': 'Images', 'value': group_images}) END"
         )
-    sql = (
-        f"WITH grouped AS (SELECT rn, {group_cols}, {image_only} AS image_only, "
-        f"{group_image} AS group_image, {group_images} AS group_images FROM raw) "
-        f"SELECT rn, {select}, {attributes} AS attributes FROM grouped WHERE NOT image_only"
-    )
-    present = {k for k, v in fields.items() if v != "NULL"}
     return Projection(
-        sql=sql,
-        sources=sources,
-        required=["sku", "name"],
-        defaults={"status": "'draft'", "commodity_type": "'physical'"},
-        present=present,
+        select=f"rn, {read.select_list()}, {attributes} AS attributes",
+        relation=f"(SELECT rn, {grouped}, {images} FROM {RAW}) AS grouped WHERE NOT image_only",
+        sources=read.sources,
+        required=list(SHOPIFY.required),
+        defaults=dict(SHOPIFY.defaults),
+        present=read.present,
     )
 
 
-def _woocommerce(cols: Columns, overrides: dict[str, str], ignored: set[int]) -> Projection:
-    sku = overrides.get("sku") or cols.take("sku")
-    name = overrides.get("name") or cols.take("name")
-    parent = overrides.get("parent_sku") or cols.take("parent")
-    product_id = cols.peek("id")
-    kind = cols.peek("type")
-    published = overrides.get("status_raw") or cols.take("published")
-    images = cols.peek("images")
-    attribute_values = [
-        f"c{i}"
-        for i, header in enumerate(cols.headers)
-        if re.fullmatch(r"attribute \d+ value\(s\)", normalize_header(header))
-    ]
-    values = (
-        f"nullif(concat_ws(', ', {', '.join(text(c) for c in attribute_values)}), '')"
-        if attribute_values
-        else "NULL"
+def _shopify_grouped(cols: Columns, handle: str) -> str:
+    """Every source column, product-level ones (not _SHOPIFY_VARIANT_PREFIXES) filled
+    from the first row of the Handle group that has them."""
+    window = (
+        f"OVER (PARTITION BY {handle} ORDER BY rn "
+        "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"
     )
-    sku_text = text(sku) if sku else "NULL"
-    name_text = text(name) if name else "NULL"
-    parent_text = text(parent) if parent else "NULL"
-    # WooCommerce allows products without a SKU (variations, external and grouped
-    # products); they are keyed by their ID, else their parent and attribute values,
-    # else their name, so the real export files import without a rejected row.
-    key = (
-        f"coalesce({sku_text}, "
-        + (f"'id:' || {text(product_id)}, " if product_id else "")
-        + f"{parent_text} || '/' || {values}, "
-        f"'name:' || lower(regexp_replace({name_text}, '[^A-Za-z0-9]+', '-', 'g')))"
+    columns = []
+    for i, header in enumerate(cols.headers):
+        col = f"c{i}"
+        if col == handle or normalize_header(header).startswith(_SHOPIFY_VARIANT_PREFIXES):
+            columns.append(col)
+        else:
+            cell = f"nullif(trim({col}), '')"
+            columns.append(f"coalesce({cell}, first_value({cell} IGNORE NULLS) {window}) AS {col}")
+    return ", ".join(columns)
+
+
+def _shopify_variant_key(sku: str, handle: str, options: list[str]) -> str:
+    """A variant without a SKU is keyed by its Handle and option values: stable, unique
+    within the group, and what Shopify itself uses to tell variants apart."""
+    option_key = f"concat_ws('/', {', '.join(text(o) for o in options)})" if options else "''"
+    return (
+        f"coalesce({sku}, CASE WHEN {option_key} <> '' "
+        f"THEN {text(handle)} || '/' || {option_key} ELSE {text(handle)} END)"
     )
-    fields = {
-        "sku": key,
-        # A variation without a name takes its parent's, with its attribute values.
-        "name": f"coalesce({name_text}, parents.parent_name || ' - ' || {values}, "
-        f"parents.parent_name)",
-        "slug": text(overrides["slug"]) if "slug" in overrides else "NULL",
-        "description": text(overrides.get("description") or cols.take("description") or "NULL"),
-        "status_raw": (
-            f"CASE trim({published}) WHEN '1' THEN 'live' WHEN '0' THEN 'draft' "
-            f"WHEN '-1' THEN 'draft' ELSE lower({text(published)}) END"
-            if published
-            else "NULL"
-        ),
-        "commodity_raw": (
-            f"CASE WHEN lower({kind}) LIKE '%virtual%' OR lower({kind}) LIKE '%downloadable%' "
-            "THEN 'digital' ELSE 'physical' END"
-            if kind
-            else "NULL"
-        ),
-        "price_raw": text(overrides.get("price_raw") or cols.take("regular price") or "NULL"),
-        "currency_raw": text(overrides["currency_raw"]) if "currency_raw" in overrides else "NULL",
-        "upc_ean": text(overrides.get("upc_ean") or cols.take("gtin, upc, ean, or isbn") or "NULL"),
-        "mpn": text(overrides["mpn"]) if "mpn" in overrides else "NULL",
-        "external_ref": text(overrides["external_ref"]) if "external_ref" in overrides else "NULL",
-        "tags_raw": text(overrides.get("tags_raw") or cols.take("tags") or "NULL"),
-        "main_image": f"nullif(trim(split_part({images}, ',', 1)), '')" if images else "NULL",
-        "parent_sku": parent_text,
-        "ep_id": "NULL",
-        "given_sku": "NULL",
-    }
-    sources = {
-        "sku": cols.header(sku) if sku else "SKU",
-        "name": cols.header(name) if name else "Name",
-        "status_raw": cols.header(published) if published else "Published",
-        "price_raw": "Regular price",
-        "description": "Description",
-        "tags_raw": "Tags",
-    }
-    select = ", ".join(f"{expr} AS {name_}" for name_, expr in fields.items())
-    parents = (
-        f"(SELECT {sku_text} AS parent_key, any_value({name_text}) AS parent_name FROM raw "
-        f"WHERE {sku_text} IS NOT NULL GROUP BY 1)"
-    )
-    sql = (
-        f"SELECT raw.rn, {select}, {_attributes_sql(cols, ignored, 'raw')} AS attributes "
-        f"FROM raw LEFT JOIN {parents} AS parents ON parents.parent_key = {parent_text} "
-        f"ORDER BY raw.rn"
-    )
-    present = {k for k, v in fields.items() if v != "NULL"}
-    return Projection(
-        sql=sql,
-        sources=sources,
-        required=["sku", "name"],
-        defaults={"status": "'draft'", "commodity_type": "'physical'"},
-        present=present,
+
+
+def _shopify_images(cols: Columns, handle: str, signals: list[str]) -> str:
+    """Columns image_only, group_image and group_images: a row with an Image Src and no
+    variant cell (`signals`) only adds an image to its group, and is not imported; the
+    group's images, in Image Position order, are its main image and its `Images`."""
+    src, position = cols.peek("image src"), cols.peek("image position")
+    if src is None:
+        return "false AS image_only, NULL AS group_image, NULL AS group_images"
+    blank = " AND ".join(f"{text(c)} IS NULL" for c in signals)
+    image_only = f"({src} IS NOT NULL AND {blank})" if signals else "false"
+    order = f"try_cast({position} AS INTEGER), rn" if position else "rn"
+    return (
+        f"{image_only} AS image_only, "
+        f"first_value({text(src)} IGNORE NULLS) OVER (PARTITION BY {handle} ORDER BY "
+        f"{order} ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS group_image, "
+        f"string_agg({text(src)}, ', ' ORDER BY {order}) OVER (PARTITION BY {handle}) "
+        "AS group_images"
     )
