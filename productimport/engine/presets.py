@@ -16,6 +16,7 @@ from functools import partial
 from productimport.engine.errors import InvalidOptions
 from productimport.engine.options import Preset
 from productimport.engine.parse import sql_string
+from productimport.engine.relations import RAW  # the file's rows: rn, c0..cN
 from productimport.models.product import ATTRIBUTE_ENTRIES
 
 # The canonical fields a preset fills, as text.
@@ -91,10 +92,6 @@ def text(col: str) -> str:
         f"CASE WHEN {col} < '!' OR {col} >= '\u0080' OR suffix({col}, ' ') "
         f"OR {col}[-1] >= '\u0080' THEN nullif(trim({col}), '') ELSE nullif({col}, '') END"
     )
-
-
-# The relation a projection reads: the file's rows, `raw(rn, c0..cN)`.
-RAW = "raw"
 
 
 @dataclass
