@@ -1,9 +1,15 @@
 """Kopf wiring: which events start a reconcile pass (operator/reconcile.py does the work).
 
-- a ProductImport is created: a pass at once (apply-to-Job latency);
+- every ProductImport watch event (the initial listing included) updates the catalogs'
+  queues in memory (operator/queue.py): waiting costs no API call;
+- a ProductImport is created, changed (a cancel annotation) or found at start-up: a pass;
 - a managed Job changes: a pass for its owner (progress, completion);
-- every few seconds for each non-terminal ProductImport: a pass (a safety net that also
-  makes restarts, missed events and a recovered MinIO converge).
+- every few seconds for each import that has a Job: a pass (progress, and a safety net
+  for a missed Job event). A queued import has no timer: the import before it starts it
+  when it ends (Reconciler._start_next);
+- every `queue_resync_seconds`, the head of each catalog's queue that has not started:
+  a pass (one pass per catalog, not per import: a start that failed on a store outage,
+  or a missed wake-up, converges).
 Handler state lives in annotations under the project's own prefix, with its own
 finalizer name (configured in `configure`).
 
@@ -65,18 +71,56 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.networking.request_timeout = 60
 
 
-def _not_terminal(body: kopf.Body, **_: Any) -> bool:
-    return not is_terminal(dict(body))
+def _has_job(body: kopf.Body, **_: Any) -> bool:
+    obj = dict(body)
+    return bool((obj.get("status") or {}).get("jobName")) and not is_terminal(obj)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def on_import_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    queues = memo.reconciler.queues
+    if queues is not None:
+        queues.observe(dict(body), deleted=event.get("type") == "DELETED")
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL, backoff=5)
-async def on_create(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+@kopf.on.resume(GROUP, VERSION, PLURAL, backoff=5)
+@kopf.on.update(GROUP, VERSION, PLURAL, backoff=5)
+async def on_change(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     await _pass(memo, namespace, name)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=3.0, initial_delay=1.0, when=_not_terminal, backoff=5)
+@kopf.timer(GROUP, VERSION, PLURAL, interval=3.0, initial_delay=1.0, when=_has_job, backoff=5)
 async def on_timer(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     await _pass(memo, namespace, name)
+
+
+@kopf.on.startup()
+async def start_resync(memo: kopf.Memo, **_: Any) -> None:
+    memo.resync = asyncio.create_task(_resync(memo))
+
+
+@kopf.on.cleanup()
+async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("resync")
+    if task is not None:
+        task.cancel()
+
+
+async def _resync(memo: kopf.Memo) -> None:
+    """Start the head of every catalog queue that is not running: one pass per catalog."""
+    reconciler: Reconciler = memo.reconciler
+    while True:
+        await asyncio.sleep(memo.settings.queue_resync_seconds)
+        if reconciler.queues is None:
+            continue
+        for head in reconciler.queues.heads():
+            if head.has_job:
+                continue  # its own timer looks after it
+            try:
+                await _pass(memo, head.namespace, head.name)
+            except Exception as exc:  # one catalog's trouble must not stop the others'
+                log.warning("resync of %s/%s: %s", head.namespace, head.name, exc)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})

@@ -12,6 +12,7 @@ from prometheus_client import start_http_server
 
 from productimport.operator import handlers
 from productimport.operator.kube import Kube
+from productimport.operator.queue import ImportQueues
 from productimport.operator.reconcile import Reconciler
 from productimport.operator.settings import OperatorSettings
 
@@ -28,7 +29,9 @@ def main() -> None:
     settings = OperatorSettings()
     kopf.configure(log_format=kopf.LogFormat.JSON, verbose=settings.log_level == "DEBUG")
     logging.getLogger().setLevel(settings.log_level)
-    memo = handlers.operator_memo(Reconciler(Kube(api_client()), settings), settings)
+    # The catalogs' queues, kept from the watch (handlers.on_import_event).
+    reconciler = Reconciler(Kube(api_client()), settings, queues=ImportQueues())
+    memo = handlers.operator_memo(reconciler, settings)
     start_http_server(settings.metrics_port, addr=settings.health_host)
     namespaces = settings.namespace_list
     kopf.run(

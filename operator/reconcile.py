@@ -22,6 +22,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +37,7 @@ from productimport.operator.conditions import is_terminal, phase_of, status_patc
 from productimport.operator.jobs import build_job, job_name
 from productimport.operator.kube import KubeApi
 from productimport.operator.notify import SIGNING_SECRET, Notifier
+from productimport.operator.queue import ImportQueues, Waiting, holder_and_queue
 from productimport.operator.settings import OperatorSettings
 from productimport.operator.store import ImportReports
 
@@ -44,11 +46,6 @@ log = logging.getLogger(__name__)
 # What earlier versions copied into every import namespace: the operator's own MinIO keys.
 LEGACY_SHARED_SECRET = "productimport-loader-minio"
 NORMAL, WARNING = "Normal", "Warning"
-
-
-def _order(obj: dict[str, Any]) -> tuple[str, str]:
-    meta = obj["metadata"]
-    return meta.get("creationTimestamp", ""), meta["name"]
 
 
 def _job_condition(job: dict[str, Any]) -> dict[str, Any] | None:
@@ -123,8 +120,12 @@ class Reconciler:
         loader_credentials: credentials.LoaderCredentials | None = None,
         notifier: Notifier | None = None,
         clock: Callable[[], float] = time.monotonic,
+        queues: ImportQueues | None = None,
     ) -> None:
         self.kube = kube
+        # The catalogs' queues from the watch (handlers.py feeds them); without them, a
+        # LIST per decision (the decision tests, or a reconciler used on its own).
+        self.queues = queues
         self.settings = settings
         self.reports = reports or ImportReports(settings.store)
         # Each Job's own MinIO keys (STS at MinIO unless given).
@@ -171,6 +172,8 @@ class Reconciler:
             if obj is None or is_terminal(obj):
                 return
             uid = obj["metadata"]["uid"]
+            if self.queues is not None:
+                self.queues.observe(obj)  # it is in its queue, whatever the watch has said
             try:
                 finished = self._step(obj, spec)
                 self._store_down_since.pop(uid, None)
@@ -185,6 +188,8 @@ class Reconciler:
                 )  # fmt: skip
                 finished = True
         if finished:
+            if self.queues is not None:
+                self.queues.forget(uid)  # before the watch says so: the next may start now
             self._start_next(namespace, spec.catalog)
 
     def _step(self, obj: dict[str, Any], spec: ProductImportSpec) -> bool:
@@ -246,40 +251,47 @@ class Reconciler:
 
     # -- queue --------------------------------------------------------------------------
 
-    def _holder(self, namespace: str, catalog: str) -> tuple[dict[str, Any] | None, list]:
+    def _holder(
+        self, namespace: str, catalog: str, check_jobs: bool = False
+    ) -> tuple[Waiting | None, list[Waiting]]:
         """The import allowed to run in this catalog, and the queue behind it.
 
-        An import whose Job exists holds the catalog until it is terminal (even if its
-        Job has finished and only the status is left to write); otherwise the oldest
-        non-terminal import gets it. Ties on the creation second break by name."""
-        waiting = sorted(
-            (
-                o
+        An import with a Job holds the catalog until it is terminal (even if its Job has
+        finished and only the status is left to write); otherwise the oldest non-terminal
+        import gets it. From the watch-fed queues when the operator has them (no API
+        call), else from a LIST; `check_jobs` also asks the API server which imports own
+        a Job of the catalog (done once, right before a Job is created)."""
+        if self.queues is not None:
+            waiting = self.queues.waiting(namespace, catalog)
+        else:
+            waiting = [
+                Waiting.of(o)
                 for o in self.kube.list_imports(namespace)
                 if (o.get("spec") or {}).get("catalog") == catalog
                 and not is_terminal(o)
                 and not o["metadata"].get("deletionTimestamp")
-            ),
-            key=_order,
-        )
-        owners = {
-            ref["uid"]
-            for job in self.kube.catalog_jobs(namespace, catalog)
-            for ref in job["metadata"].get("ownerReferences") or []
-        }
-        with_job = [o for o in waiting if o["metadata"]["uid"] in owners]
-        holder = (with_job or waiting or [None])[0]
-        return holder, [o for o in waiting if o is not holder]
+            ]
+            check_jobs = True
+        if check_jobs:
+            owners = {
+                ref["uid"]
+                for job in self.kube.catalog_jobs(namespace, catalog)
+                for ref in job["metadata"].get("ownerReferences") or []
+            }
+            waiting = [replace(w, has_job=w.has_job or w.uid in owners) for w in waiting]
+        return holder_and_queue(waiting)
 
     def _start_or_queue(self, obj: dict[str, Any], spec: ProductImportSpec) -> bool:
         meta = obj["metadata"]
         holder, queue = self._holder(meta["namespace"], spec.catalog)
-        if holder is not None and holder["metadata"]["uid"] != meta["uid"]:
-            position = 1 + next(
-                (i for i, o in enumerate(queue) if o["metadata"]["uid"] == meta["uid"]), 0
-            )
+        if holder is not None and holder.uid == meta["uid"]:
+            # About to start: confirm with the API server that no other import of the
+            # catalog has a Job (the watch may not have told us yet).
+            holder, queue = self._holder(meta["namespace"], spec.catalog, check_jobs=True)
+        if holder is not None and holder.uid != meta["uid"]:
+            position = 1 + next((i for i, w in enumerate(queue) if w.uid == meta["uid"]), 0)
             message = (
-                f"waiting for {holder['metadata']['name']} to finish importing into catalog "
+                f"waiting for {holder.name} to finish importing into catalog "
                 f"{spec.catalog!r} (position {position} in the queue)"
             )
             if self._patch_if_changed(obj, status_patch("queued", "Queued", message, obj)):
@@ -335,8 +347,14 @@ class Reconciler:
         """The catalog is free: give it to the next import now, not at its next poll."""
         with self._lock(namespace, catalog):
             holder, _ = self._holder(namespace, catalog)
-        if holder is not None:
-            self.reconcile(namespace, holder["metadata"]["name"])
+        if holder is None:
+            return
+        try:
+            self.reconcile(namespace, holder.name)
+        except TemporaryFailure as exc:
+            # Not this import's failure (it has ended): the next one waits for the store,
+            # and its own handler or the periodic resync tries again.
+            log.warning("cannot start %s/%s yet: %s", namespace, holder.name, exc)
 
     # -- running ------------------------------------------------------------------------
 

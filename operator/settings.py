@@ -55,8 +55,11 @@ class OperatorSettings(BaseSettings):
     default_threads: int | None = None
     default_duckdb_memory_limit: str | None = "1GB"
 
-    # How often a non-terminal import is looked at again (Job state, progress).
+    # How often an import with a Job is looked at again (Job state, progress).
     poll_seconds: float = 3.0
+    # How often the head of each catalog's queue is started if it has not been (a
+    # start that waited for the store, a missed wake-up): one pass per catalog.
+    queue_resync_seconds: float = 30.0
     # A Job that completed but whose result is not (yet) in the store: passes to wait.
     result_read_attempts: int = 20
     # The store unreachable for the operator itself: how long to keep retrying an import

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import itertools
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -51,6 +52,8 @@ class MemoryKube:
         self.secrets: dict[Key, dict[str, Any]] = {}
         self.events: list[dict[str, str]] = []
         self.deleted_jobs: list[Key] = []
+        # What the operator's watch would be told of each ProductImport change.
+        self.watchers: list[Callable[[dict[str, Any]], None]] = []
         self._versions = itertools.count(1)
         # Creation times an hour ago, one second apart: `apply` order is creation order.
         self._created = (
@@ -60,6 +63,10 @@ class MemoryKube:
 
     def _version(self) -> str:
         return str(next(self._versions))
+
+    def _changed(self, obj: dict[str, Any]) -> None:
+        for watcher in self.watchers:
+            watcher(copy.deepcopy(obj))
 
     # -- the KubeApi seam ----------------------------------------------------------------
 
@@ -76,6 +83,7 @@ class MemoryKube:
         assert set(patch) == {"status"}, f"the status subresource takes status only: {patch}"
         stored["status"] = merge_patch(stored.get("status"), patch["status"])
         stored["metadata"]["resourceVersion"] = self._version()
+        self._changed(stored)
         return copy.deepcopy(stored)
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -173,12 +181,14 @@ class MemoryKube:
             "spec": copy.deepcopy(spec),
         }
         self.imports[(namespace, name)] = obj
+        self._changed(obj)
         return copy.deepcopy(obj)
 
     def annotate(self, namespace: str, name: str, key: str, value: str) -> None:
         meta = self.imports[(namespace, name)]["metadata"]
         meta.setdefault("annotations", {})[key] = value
         meta["resourceVersion"] = self._version()
+        self._changed(self.imports[(namespace, name)])
 
     def status(self, namespace: str, name: str) -> dict[str, Any]:
         return copy.deepcopy(self.imports[(namespace, name)].get("status") or {})

@@ -30,6 +30,7 @@ from productimport.models.resource import ANNOTATION_CANCEL
 from productimport.operator.jobs import build_job, job_name
 from productimport.operator.kube import Kube, KubeApi
 from productimport.operator.notify import SIGNING_SECRET
+from productimport.operator.queue import ImportQueues
 from productimport.operator.reconcile import LEGACY_SHARED_SECRET, Reconciler
 from productimport.operator.settings import OperatorSettings
 from productimport.operator.store import ImportReports
@@ -102,12 +103,18 @@ class Clock:
 @dataclass
 class World:
     root: Path
+    # "watch": the catalogs' queues kept from the watch stream, as the operator runs;
+    # "list": the reconciler on its own, reading the queue with LIST calls.
+    queue_source: str = "watch"
     kube: MemoryKube = field(default_factory=MemoryKube)
     credentials: FixedCredentials = field(default_factory=FixedCredentials)
     notifier: RecordedNotifier = field(default_factory=RecordedNotifier)
     clock: Clock = field(default_factory=Clock)
 
     def __post_init__(self) -> None:
+        self.queues = ImportQueues() if self.queue_source == "watch" else None
+        if self.queues is not None:
+            self.kube.watchers.append(self.queues.observe)
         self.store = Outage(LocalObjectStore(self.root))
         self.settings = OperatorSettings(
             store=str(self.root),
@@ -124,6 +131,7 @@ class World:
             loader_credentials=self.credentials,
             notifier=self.notifier,
             clock=self.clock,
+            queues=self.queues,
         )
 
     # -- what a user does ----------------------------------------------------------------
@@ -186,9 +194,9 @@ class World:
         self.store.down = self.credentials.down = not up
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> World:
-    return World(tmp_path / "store")
+@pytest.fixture(params=["watch", "list"])
+def world(tmp_path: Path, request: pytest.FixtureRequest) -> World:
+    return World(tmp_path / "store", request.param)
 
 
 def _terminated(exit_code: int, reason: str = "Error", message: str = "") -> dict[str, Any]:

@@ -12,6 +12,7 @@ import pytest
 from productimport.engine.errors import TemporaryFailure
 from productimport.models.resource import GROUP, VERSION
 from productimport.operator import handlers
+from productimport.operator.queue import ImportQueues
 from productimport.operator.reconcile import Reconciler
 from productimport.operator.settings import OperatorSettings
 
@@ -37,7 +38,7 @@ def _memo(reconciler: Reconciler) -> kopf.Memo:
 def test_each_handler_reconciles_through_the_memo_off_the_event_loop():
     passes = Passes()
     memo = _memo(passes)
-    asyncio.run(handlers.on_create(namespace="ns", name="a", memo=memo))
+    asyncio.run(handlers.on_change(namespace="ns", name="a", memo=memo))
     asyncio.run(handlers.on_timer(namespace="ns", name="b", memo=memo))
     owned = {
         "metadata": {
@@ -71,3 +72,43 @@ def test_startup_configures_kopf_and_refuses_to_run_without_a_reconciler():
 
 def test_the_module_keeps_no_state_of_its_own():
     assert not hasattr(handlers, "_state") and not hasattr(handlers, "install")
+
+
+def _import(name: str, created: str, status: dict | None = None) -> dict:
+    return {
+        "metadata": {
+            "name": name, "namespace": "ns", "uid": f"uid-{name}", "generation": 1,
+            "creationTimestamp": created,
+        },
+        "spec": {"catalog": "main"},
+        "status": status or {},
+    }  # fmt: skip
+
+
+def test_the_watch_keeps_each_catalogs_queue_and_the_resync_starts_only_its_head():
+    """Waiting costs no API call: the queue is what the watch said; the periodic resync
+    passes over the head of each catalog that has not started, nothing else."""
+    passes = Passes()
+    passes.queues = ImportQueues()
+    memo = _memo(passes)
+    memo.settings.queue_resync_seconds = 0.01
+    for name, created in (("b", "2026-01-01T00:00:02Z"), ("a", "2026-01-01T00:00:01Z")):
+        event = {"type": None, "object": _import(name, created)}  # the initial listing
+        handlers.on_import_event(event=event, body=event["object"], memo=memo)
+    handlers.on_import_event(
+        event={"type": "ADDED"}, body=_import("c", "2026-01-01T00:00:03Z"), memo=memo
+    )
+    assert [w.name for w in passes.queues.waiting("ns", "main")] == ["b", "a", "c"]
+    assert [h.name for h in passes.queues.heads()] == ["a"]
+
+    async def one_resync() -> None:
+        await handlers.start_resync(memo=memo)
+        await asyncio.sleep(0.05)
+        await handlers.stop_resync(memo=memo)
+
+    asyncio.run(one_resync())
+    assert {p[1] for p in passes.passes} == {"a"}  # never the imports behind it
+
+    # "a" ended (terminal status) and was deleted: "b" is the head now.
+    handlers.on_import_event(event={"type": "DELETED"}, body=_import("a", ""), memo=memo)
+    assert [h.name for h in passes.queues.heads()] == ["b"]
