@@ -23,6 +23,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ class Principal:
     groups: tuple[str, ...] = ()
     uid: str = ""
     extra: dict[str, list[str]] = field(default_factory=dict)
+    # Static mode: the token's address for mail about its imports (notify_email), if
+    # configured. Kubernetes mode: none (a TokenReview carries no e-mail claim).
+    email: str | None = None
 
     @property
     def home_namespace(self) -> str | None:
@@ -90,10 +94,16 @@ class StaticToken:
     name: str
     token: str
     namespaces: tuple[str, ...]
+    email: str | None = None
+
+
+# One plain address (stricter than the CRD's pattern for spec.notify.email, where it ends
+# up): nothing a mail header would read as a list or a display name.
+EMAIL_PATTERN = re.compile(r"^[^@\s,;<>()\[\]\\\"]+@[^@\s,;<>()\[\]\\\"]+$")
 
 
 def parse_token_document(text: str) -> list[StaticToken]:
-    """`{"tokens": [{"name", "token", "namespaces"}]}` as YAML or JSON."""
+    """`{"tokens": [{"name", "token", "namespaces", "email"?}]}` as YAML or JSON."""
     doc = yaml.safe_load(text) or {}
     entries = doc.get("tokens", []) if isinstance(doc, dict) else doc
     tokens = []
@@ -106,7 +116,12 @@ def parse_token_document(text: str) -> list[StaticToken]:
             raise ValueError(f"token entry {i} needs token and namespaces: {exc}") from exc
         if not token or not namespaces:
             raise ValueError(f"token entry {i} ({name}) has an empty token or no namespaces")
-        tokens.append(StaticToken(name=name, token=token, namespaces=namespaces))
+        email = entry.get("email")
+        if email is not None and (
+            not isinstance(email, str) or len(email) > 254 or not EMAIL_PATTERN.match(email)
+        ):
+            raise ValueError(f"token entry {i} ({name}): email {email!r} is not one address")
+        tokens.append(StaticToken(name=name, token=token, namespaces=namespaces, email=email))
     return tokens
 
 
@@ -133,7 +148,7 @@ class StaticTokenAuth:
                 found = candidate
         if found is None:
             raise unauthenticated("the bearer token is not valid")
-        return Principal(name=found.name, namespaces=found.namespaces)
+        return Principal(name=found.name, namespaces=found.namespaces, email=found.email)
 
     async def authorize(self, principal: Principal, verb: str, namespace: str) -> None:
         if WILDCARD in principal.namespaces or namespace in principal.namespaces:

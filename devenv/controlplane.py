@@ -52,7 +52,7 @@ READY_TIMEOUT = 180.0
 NODE_NAME = node.NODE_NAME
 # Stopped newest first; anything else with a PID file (a test's extra process) before.
 STOP_ORDER = (
-    "api", "operator", "kube-proxy", "kubelet", "containerd", "minio",
+    "api", "operator", "smtp", "kube-proxy", "kubelet", "containerd", "minio",
     "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd",
 )  # fmt: skip
 

@@ -24,6 +24,8 @@ class Ports:
     minio_console: int = 19001
     api: int = 18080
     operator_health: int = 18081
+    # The dev SMTP server (devenv/mailsink.py) on 127.0.0.1: the dev operator's mail.
+    smtp: int = 18025
     kube_scheduler: int = 20259
     kubelet: int = 20250
     kubelet_healthz: int = 20248

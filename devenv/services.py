@@ -1,4 +1,5 @@
-"""The product's own processes in the dev environment: the operator and the upload API.
+"""The product's own processes in the dev environment: the operator and the upload API,
+and the SMTP server the operator mails import outcomes to (devenv/mailsink.py).
 
 They run as local processes against the local cluster and MinIO, the way a developer
 iterates on them (a code change needs no image for them); the import Jobs the operator
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import smtplib
 import sys
 from pathlib import Path
 
@@ -20,6 +22,11 @@ from devenv.layout import REPO
 
 CATALOG_BUCKET = "catalog"
 UPLOAD_BUCKET = "uploads"
+# The dev token's principal has this address (notify_email on the SaaS route mails it),
+# and the dev operator sends as MAIL_SENDER. Reserved names (RFC 2606): no mail leaves
+# the machine anyway, the dev SMTP server keeps every message in .dev/mail.
+DEV_ADMIN_EMAIL = "dev-admin@example.com"
+MAIL_SENDER = "productimport@example.com"
 
 
 def _generated_secret(env: DevEnv, name: str) -> str:
@@ -87,6 +94,42 @@ def _console_script(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
+def mail_dir(env: DevEnv) -> Path:
+    """Where the dev SMTP server keeps each message it receives (one .eml file each)."""
+    return env.layout.sub("mail")
+
+
+def _smtp_ready(port: int) -> bool:
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=2) as smtp:
+            return smtp.noop()[0] == 250
+    except (smtplib.SMTPException, OSError):
+        return False
+
+
+def mail_server(env: DevEnv) -> Component:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1: the operator is a host process here."""
+    port = env.layout.ports.smtp
+    return Component(
+        "smtp",
+        [sys.executable, "-m", "devenv.mailsink", "--host", "127.0.0.1", "--port", str(port),
+         "--dir", str(mail_dir(env))],
+        lambda: _smtp_ready(port),
+        env={"PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+
+
+def mail_settings(env: DevEnv) -> dict[str, str]:
+    """The dev operator's SMTP settings: the dev server, in clear on the loopback."""
+    return {
+        "PRODUCTIMPORT_OPERATOR_SMTP_HOST": "127.0.0.1",
+        "PRODUCTIMPORT_OPERATOR_SMTP_PORT": str(env.layout.ports.smtp),
+        "PRODUCTIMPORT_OPERATOR_SMTP_STARTTLS": "false",
+        "PRODUCTIMPORT_OPERATOR_SMTP_SENDER": MAIL_SENDER,
+        "PRODUCTIMPORT_OPERATOR_API_URL": f"http://127.0.0.1:{env.layout.ports.api}",
+    }
+
+
 def components(env: DevEnv) -> list[Component]:
     p = env.layout.ports
     base = env.env()
@@ -109,11 +152,14 @@ def components(env: DevEnv) -> list[Component]:
             # behind the scheduler for CPU nobody uses.
             "PRODUCTIMPORT_OPERATOR_DEFAULT_CPU_REQUEST": "50m",
             "PRODUCTIMPORT_OPERATOR_WEBHOOK_SIGNING_KEY": _generated_secret(env, "webhook-key"),
+            **mail_settings(env),
             **egress_policy(env),
             "PYTHONPATH": str(REPO),
         },
     )
-    tokens = {"tokens": [{"name": "dev-admin", "token": api_token(env), "namespaces": ["*"]}]}
+    admin = {"name": "dev-admin", "token": api_token(env), "namespaces": ["*"],
+             "email": DEV_ADMIN_EMAIL}  # fmt: skip
+    tokens = {"tokens": [admin]}
     api = Component(
         "api",
         [_console_script("productimport-api")],
@@ -126,13 +172,16 @@ def components(env: DevEnv) -> list[Component]:
             "PRODUCTIMPORT_API_TOKENS": json.dumps(tokens),
             "PRODUCTIMPORT_API_UPLOAD_BUCKET": UPLOAD_BUCKET,
             "PRODUCTIMPORT_API_CATALOG_BUCKET": CATALOG_BUCKET,
+            # The dev operator has an SMTP server (mail_settings): notify_email works.
+            "PRODUCTIMPORT_API_EMAIL_ENABLED": "true",
         },
     )
-    return [operator, api]
+    return [mail_server(env), operator, api]
 
 
 def service_env(env: DevEnv) -> dict[str, str]:
     return {
         "PRODUCTIMPORT_API_URL": f"http://127.0.0.1:{env.layout.ports.api}",
         "PRODUCTIMPORT_API_TOKEN": api_token(env),
+        "PRODUCTIMPORT_DEV_MAIL_DIR": str(mail_dir(env)),
     }

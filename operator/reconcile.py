@@ -32,7 +32,7 @@ from productimport.engine.catalog import Catalog
 from productimport.engine.errors import EXIT_TEMPORARY, TemporaryFailure
 from productimport.models.product import ImportResult
 from productimport.models.resource import ANNOTATION_CANCEL, Phase, ProductImportSpec
-from productimport.operator import credentials, metrics
+from productimport.operator import credentials, mail, metrics
 from productimport.operator.conditions import is_terminal, phase_of, status_patch
 from productimport.operator.jobs import build_job, job_name
 from productimport.operator.kube import KubeApi
@@ -508,6 +508,7 @@ class Reconciler:
             # The namespace's key, where its receivers' owners can read it to verify.
             self.kube.put_secret(namespace, SIGNING_SECRET, {"key": self.notifier.key(namespace)})
             self.notifier.submit(webhook, obj, status)
+        mail.on_terminal(self, obj, status)  # spec.notify.email, off this thread
         log.info(
             "import %s/%s %s: %s", obj["metadata"]["namespace"], obj["metadata"]["name"],
             phase.value, message,

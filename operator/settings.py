@@ -73,6 +73,21 @@ class OperatorSettings(BaseSettings):
     # Webhook signatures: each namespace's key is derived from this one (notify.py).
     # Unset, a random key is made at start, and receivers' keys change with each restart.
     webhook_signing_key: SecretStr | None = None
+    # Mail at the end of an import (spec.notify.email), sent over SMTP (operator/mail.py).
+    # No host: nothing is sent, and every import that asks for mail records a Warning
+    # Event EmailNotConfigured instead. STARTTLS on (the default) refuses a server that
+    # does not offer it: the password and the message never cross the network in clear.
+    smtp_host: str | None = None
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_starttls: bool = True
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_sender: str = "productimport@localhost"
+    # One attempt's deadline (connect, dialogue, upload); three attempts at most.
+    smtp_timeout_seconds: float = Field(20.0, gt=0)
+    # The upload API's public base URL (https://imports.example.com), for the error
+    # report's link in a mail; unset, the mail names the API path only.
+    api_url: str | None = None
 
     @property
     def namespace_list(self) -> list[str]:

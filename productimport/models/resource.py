@@ -91,7 +91,10 @@ class Notify(_Model):
         None,
         max_length=254,
         pattern=r"^[^@\s]+@[^@\s]+$",
-        description="Recorded on the resource for a mail hook; no mail is sent by the operator.",
+        description="Mailed a plain-text summary (phase, reason, counts, the first "
+        "errors, where the full error report is) when the import ends, by the operator's "
+        "SMTP server; without one, a Warning Event EmailNotConfigured says nothing was sent "
+        "(docs/operations.md, Email).",
     )
 
 

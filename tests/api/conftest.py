@@ -19,6 +19,8 @@ from apiserver import RunningApi, start_api
 
 from productimport.api.settings import ApiSettings
 
+ADMIN_EMAIL = "api-admin@example.com"
+
 
 @pytest.fixture(scope="session")
 def tenant(cluster) -> str:
@@ -61,7 +63,8 @@ def e2e_workspace(cluster) -> tuple[str, str]:
 @pytest.fixture(scope="session")
 def token_values(tenant, other_tenant, e2e_tenant) -> dict[str, dict[str, Any]]:
     return {
-        "admin": {"token": secrets.token_urlsafe(24), "namespaces": ["*"]},
+        # An address for notify_email on the SaaS route (test_notify_email.py).
+        "admin": {"token": secrets.token_urlsafe(24), "namespaces": ["*"], "email": ADMIN_EMAIL},
         "a": {"token": secrets.token_urlsafe(24), "namespaces": [tenant]},
         "b": {"token": secrets.token_urlsafe(24), "namespaces": [other_tenant]},
         "e2e": {"token": secrets.token_urlsafe(24), "namespaces": [e2e_tenant]},
@@ -92,6 +95,8 @@ def api_settings(cluster, token_values) -> Callable[..., ApiSettings]:
         values: dict[str, Any] = {
             "auth_mode": "static",
             "tokens": json.dumps(doc),
+            # As in the dev environment: the dev operator has an SMTP server.
+            "email_enabled": True,
             # These fields are read by their environment names (shared with the loader).
             **{k: cluster.env[k] for k in ("KUBECONFIG", "MINIO_ENDPOINT", "MINIO_ACCESS_KEY")},
             "MINIO_SECRET_KEY": cluster.env["MINIO_SECRET_KEY"],

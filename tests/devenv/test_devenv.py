@@ -60,6 +60,7 @@ SECOND_PORTS = Ports(
     minio=29000, minio_console=29001, api=28080, operator_health=28081,
     kube_scheduler=21259, kubelet=21250, kubelet_healthz=21248, kube_proxy_healthz=21256,
     kube_proxy_metrics=21249, containerd_stream=21010, test_receivers=(28443, 28444),
+    smtp=28025,
 )  # fmt: skip
 SECOND_NETWORK = Network(bridge="pidev1", subnet="10.214.0.0/16")
 
