@@ -41,10 +41,12 @@ class ApiError(Exception):
         code: str | None = None,
         headers: dict[str, str] | None = None,
         meta: dict[str, Any] | None = None,
+        title: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.title = title  # the /pcm/ envelope's title, when not the status's usual one
         self.code = code or HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
         self.headers = headers or {}
         self.meta = meta
@@ -55,7 +57,7 @@ def error_body(path: str, err: ApiError) -> dict[str, Any]:
     if path.startswith(PCM_PREFIX):
         item: dict[str, Any] = {
             "status": str(err.status),
-            "title": _PCM_TITLES.get(err.status, HTTPStatus(err.status).phrase),
+            "title": err.title or _PCM_TITLES.get(err.status, HTTPStatus(err.status).phrase),
             "detail": err.detail,
             "request_id": rid,
         }

@@ -14,10 +14,12 @@ empty fields with long names hold tens of megabytes of names in memory.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import anyio
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
@@ -98,6 +100,92 @@ class RowCounter:
     @property
     def rows(self) -> int:
         return self.newlines + (1 if self.last not in (b"", b"\n") else 0)
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+# A gzipped file's rows are counted in its decompressed text, at most this many
+# decompressed bytes at a time: the counting holds this, never the decompressed file.
+INFLATE_CHUNK = 1024 * 1024
+
+
+class FileRowCounter:
+    """The rows of an uploaded CSV as the importer will read them: a gzip-compressed file
+    (it starts with the gzip magic) is decompressed incrementally with zlib, for counting
+    only, and its text counted; the stored object stays the compressed upload.
+
+    Concatenated gzip members are one stream (as gzip(1) reads them). Counting stops as
+    soon as the rows pass `limit`, so a small file that inflates to gigabytes of rows is
+    not decompressed to the end.
+    """
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+        self.counter = RowCounter()
+        self.gzip: bool | None = None  # unknown until the file's first two bytes
+        self._first = b""
+        self._inflater: Any = None
+        self._members = 0  # complete gzip members seen
+        self._member_output = False  # the current member has inflated to something
+        self._trailing = False  # the rest is trailing garbage after the last member
+
+    @property
+    def rows(self) -> int:
+        return self.counter.rows
+
+    @property
+    def over(self) -> bool:
+        return self.limit is not None and self.counter.rows > self.limit
+
+    def feed(self, data: bytes) -> None:
+        if self.gzip is None:
+            data = self._first + bytes(data)
+            if len(data) < len(GZIP_MAGIC):
+                self._first = data
+                return
+            self._first = b""
+            self.gzip = data.startswith(GZIP_MAGIC)
+        if not self.gzip:
+            self.counter.feed(data)
+            return
+        if self._trailing:
+            return
+        try:
+            self._inflate(data)
+        except zlib.error as exc:
+            if self._members and self._inflater is not None and not self._member_output:
+                # Bytes after a complete member that start no new one: trailing
+                # garbage, which gzip readers ignore (gzip(1) warns); so do we.
+                self._trailing = True
+                return
+            raise ApiError(
+                422, f"the file is gzip-compressed but does not decompress: {exc}", code="invalid"
+            ) from exc
+
+    def _inflate(self, data: bytes) -> None:
+        while data and not self.over:
+            if self._inflater is None:
+                self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing
+                self._member_output = False
+            inflater = self._inflater
+            out = inflater.decompress(data, INFLATE_CHUNK)
+            self._member_output = self._member_output or bool(out)
+            self.counter.feed(out)
+            if inflater.unconsumed_tail:
+                data = inflater.unconsumed_tail
+            elif inflater.eof:
+                # The member ended; whatever follows starts the next one.
+                self._members += 1
+                data = inflater.unused_data
+                self._inflater = None
+            else:
+                data = b""
+
+    def finish(self) -> None:
+        """At the end of the file: a one-byte file was never decided; decide it now."""
+        if self.gzip is None and self._first:
+            self.gzip = False
+            self.counter.feed(self._first)
+            self._first = b""
 
 
 def _boundary(request: Request) -> bytes:
@@ -315,7 +403,7 @@ class _Receiver:
         self.limits = limits
         self.open_sink = open_sink
         self.upload = Upload()
-        self.counter = RowCounter() if limits.max_rows is not None else None
+        self.counter = FileRowCounter(limits.max_rows) if limits.max_rows is not None else None
         self.head = bytearray()
         self.sink: Sink | None = None
         self.part: str | None = None
@@ -353,20 +441,31 @@ class _Receiver:
         if len(self.head) < HEAD_BYTES:
             self.head += data[: HEAD_BYTES - len(self.head)]
         if self.counter is not None:
-            self.counter.feed(data)
-            if self.counter.rows > limits.max_rows:  # type: ignore[operator]
-                raise ApiError(
-                    422,
-                    f"the file has more than {limits.max_rows} rows including "
-                    "the header; split it into smaller files",
-                    code="too_many_rows",
-                )
+            if self.counter.gzip is False:
+                self.counter.feed(data)
+            else:
+                # Gzipped (or not known yet): inflating can cost far more CPU than the
+                # bytes suggest, so it runs off the event loop.
+                await anyio.to_thread.run_sync(self.counter.feed, data)
+            self._check_rows()
         await self.sink.write(data)
+
+    def _check_rows(self) -> None:
+        if self.counter is not None and self.counter.over:
+            raise ApiError(
+                422,
+                f"the file has more than {self.limits.max_rows} rows including "
+                "the header; split it into smaller files",
+                code="too_many_rows",
+            )
 
     def result(self) -> Upload:
         if self.sink is None:
             raise ApiError(422, "the form has no file in the field 'file'", code="missing_file")
         self.upload.head = bytes(self.head)
+        if self.counter is not None:
+            self.counter.finish()
+            self._check_rows()
         self.upload.rows = self.counter.rows if self.counter is not None else None
         return self.upload
 

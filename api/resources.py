@@ -6,6 +6,9 @@ loop keeps streaming other uploads.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -14,6 +17,13 @@ from kubernetes.client.exceptions import ApiException
 
 from productimport.api.errors import ApiError
 from productimport.models.resource import GROUP, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+
+# How long a namespace seen to exist is taken to exist without asking again. Short: a
+# namespace deleted meanwhile only delays the 404 to the ProductImport's creation.
+NAMESPACE_TTL_SECONDS = 30.0
+_NAMESPACE_CACHE_MAX = 4096
 
 
 def _translate(exc: ApiException, what: str) -> ApiError:
@@ -26,9 +36,64 @@ def _translate(exc: ApiException, what: str) -> ApiError:
     raise exc
 
 
+class Namespaces:
+    """Whether a namespace exists, asked before an upload's body is read: one GET of the
+    namespace, positive answers cached for NAMESPACE_TTL_SECONDS (absent ones never are,
+    so a namespace created a moment ago is found at once).
+
+    The API needs `get` on `namespaces` for this. Without it (401/403 from the cluster)
+    the answer is "exists": the upload proceeds and creating the ProductImport in an
+    absent namespace still fails with 404, as before this check (logged once).
+    """
+
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        ttl: float = NAMESPACE_TTL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._core = k8s.CoreV1Api(api_client)
+        self._ttl = ttl
+        self._clock = clock
+        self._seen: dict[str, float] = {}  # name -> valid until (clock)
+        self._warned = False
+
+    async def exists(self, name: str) -> bool:
+        now = self._clock()
+        if self._seen.get(name, 0.0) > now:
+            return True
+        try:
+            ns = await anyio.to_thread.run_sync(lambda: self._core.read_namespace(name))
+        except ApiException as exc:
+            if exc.status == 404:
+                self._seen.pop(name, None)
+                return False
+            if exc.status in (401, 403):
+                if not self._warned:
+                    self._warned = True
+                    log.warning(
+                        "the API may not read namespaces (%s): an unknown workspace or "
+                        "namespace is found only when its ProductImport is created, after "
+                        "the upload; grant `get` on `namespaces` to answer 404 first",
+                        exc.status,
+                    )
+                return True
+            raise
+        if ns.status is not None and ns.status.phase == "Terminating":
+            return False  # nothing new can be created in it
+        if len(self._seen) >= _NAMESPACE_CACHE_MAX:
+            self._seen = {k: v for k, v in self._seen.items() if v > now}
+            if len(self._seen) >= _NAMESPACE_CACHE_MAX:
+                self._seen.clear()
+        self._seen[name] = now + self._ttl
+        return True
+
+
 class ProductImports:
     def __init__(self, api_client: k8s.ApiClient) -> None:
         self._api = k8s.CustomObjectsApi(api_client)
+        # Services holds this object only; the namespace check shares its kube client.
+        self.namespaces = Namespaces(api_client)
 
     async def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         try:

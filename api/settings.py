@@ -8,13 +8,18 @@ both.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from productimport.engine.objectstore import MinioSettings
 
 MiB = 1024 * 1024
+WorkspaceId = Annotated[str, StringConstraints(pattern=r"^ws_[a-z0-9]+$", max_length=60)]
+NamespaceName = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+]
 
 
 class AuthMode(StrEnum):
@@ -73,6 +78,9 @@ class ApiSettings(BaseSettings):
 
     # The SaaS-compatible route: catalog used when `catalog_id` is absent.
     saas_default_catalog: str = "main"
+    # Workspace ids mapped to existing namespaces, JSON {"ws_abc": "shop-a"}; an unmapped
+    # id is its own name with `_` as `-` (docs/api.md). Namespaces are never created.
+    workspaces: dict[WorkspaceId, NamespaceName] = Field(default_factory=dict)
 
     # Product reads keep Parquet snapshots on local disk: at most this many bytes
     # together (least recently used evicted; a snapshot larger than this is refused
@@ -80,6 +88,12 @@ class ApiSettings(BaseSettings):
     # chart's /tmp emptyDir is 256 Mi). Unset dir: the system temp directory.
     snapshot_cache_bytes: int = Field(default=192 * MiB, ge=1)
     snapshot_cache_dir: str | None = None
+
+    # Mail at the end of an import (`notify_email` on the SaaS route) is sent by the
+    # operator; say here whether it can: true only where the operator has an SMTP server
+    # (the chart sets this from operator.smtp.host). False: notify_email=true is refused
+    # with 422 instead of being accepted and never sent.
+    email_enabled: bool = False
 
     @property
     def minio(self) -> MinioSettings:

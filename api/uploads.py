@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 from starlette.requests import Request
 
-from productimport.api.auth import Principal
+from productimport.api.auth import EMAIL_PATTERN, Principal
 from productimport.api.context import current_request_id
 from productimport.api.errors import ApiError
 from productimport.api.formstream import Limits, Upload, receive_upload
@@ -37,6 +40,12 @@ from productimport.models.resource import (
 
 log = logging.getLogger(__name__)
 
+# On a Namespace, set by an administrator: where mail about the namespace's imports goes
+# when the caller's token names no address (a static token's `email`; Kubernetes auth
+# mode has none at all). On a ProductImport the same key says whether mail was asked for
+# ("true"/"false"), and spec.notify.email says where it goes.
+NAMESPACE_NOTIFY_EMAIL = ANNOTATION_NOTIFY_EMAIL
+
 
 @dataclass
 class UploadRequest:
@@ -48,6 +57,8 @@ class UploadRequest:
     mode: str | None = None
     dry_run: bool = False
     notify_email: bool | None = None
+    # Where that mail goes (spec.notify.email): resolved by upload_and_create.
+    notify_address: str | None = None
     extra_annotations: dict[str, str] = field(default_factory=dict)
 
 
@@ -81,6 +92,8 @@ def build_resource(
         spec["preset"] = options.preset
     if options.mode:
         spec["mode"] = options.mode
+    if options.notify_email and options.notify_address:
+        spec["notify"] = {"email": options.notify_address}
     annotations = {
         ANNOTATION_REQUEST_ID: current_request_id(),
         ANNOTATION_UPLOADED_BY: _annotation_safe(principal.name),
@@ -103,6 +116,65 @@ def build_resource(
     }
 
 
+async def _namespace_address(svc: Services, namespace: str) -> str | None:
+    """The address in the Namespace's annotation, or None."""
+    if svc.kube is None:
+        return None
+    core = k8s.CoreV1Api(svc.kube)
+    try:
+        ns = await anyio.to_thread.run_sync(lambda: core.read_namespace(namespace))
+    except ApiException as exc:
+        if exc.status == 404:
+            raise ApiError(
+                404, f"namespace {namespace!r} does not exist", code="not_found"
+            ) from exc
+        if exc.status in (401, 403):
+            log.warning(
+                "notify_email: the API may not read namespace %s (%s); grant it `get` on "
+                "namespaces to use the %s annotation",
+                namespace, exc.status, NAMESPACE_NOTIFY_EMAIL,
+            )  # fmt: skip
+            return None
+        raise
+    value = ((ns.metadata.annotations or {}).get(NAMESPACE_NOTIFY_EMAIL) or "").strip()
+    if not value:
+        return None
+    if len(value) > 254 or not EMAIL_PATTERN.match(value):
+        raise ApiError(
+            422,
+            f"notify_email: the annotation {NAMESPACE_NOTIFY_EMAIL} of namespace "
+            f"{namespace!r} is not one mail address; ask an administrator to correct it",
+            code="invalid_notify_address",
+        )
+    return value
+
+
+async def notify_address(svc: Services, principal: Principal, namespace: str) -> str:
+    """Where mail about an import asked for with notify_email=true goes: the caller's
+    token's address, else the namespace's (annotation NAMESPACE_NOTIFY_EMAIL). A 422
+    when this installation sends no mail or there is no address: accepting the flag and
+    sending nothing would be worse than saying no."""
+    if not svc.settings.email_enabled:
+        raise ApiError(
+            422,
+            "notify_email=true, but this installation sends no mail (the operator has no "
+            "SMTP server); leave notify_email out or set it to false",
+            code="email_not_configured",
+        )
+    if principal.email:
+        return principal.email
+    address = await _namespace_address(svc, namespace)
+    if address:
+        return address
+    raise ApiError(
+        422,
+        f"notify_email=true, but there is no address to send to: {principal.name!r} has "
+        f"none configured and namespace {namespace!r} has no {NAMESPACE_NOTIFY_EMAIL} "
+        "annotation (set by an administrator); leave notify_email out or set it to false",
+        code="no_notify_address",
+    )
+
+
 async def upload_and_create(
     svc: Services,
     request: Request,
@@ -114,9 +186,10 @@ async def upload_and_create(
     limits: Limits,
     read_options: Callable[[dict[str, str]], UploadRequest],
     format_status: dict[int, int] | None = None,
+    refine_error: Callable[[ApiError], ApiError] | None = None,
 ) -> dict[str, Any]:
     """Returns the created ProductImport. `format_status` remaps the 415/422 of the
-    format check for surfaces with their own status codes."""
+    format check, `refine_error` any refusal, for surfaces with their own status codes."""
     settings = svc.settings
     bucket = settings.upload_bucket
     key = object_key(namespace, catalog, datetime.now(UTC))
@@ -143,13 +216,18 @@ async def upload_and_create(
         except FormatError as exc:
             status = (format_status or {}).get(exc.status, exc.status)
             raise ApiError(status, exc.detail, code="unsupported_format") from exc
+        if options.notify_email:
+            options.notify_address = await notify_address(svc, principal, namespace)
         await writer.finish()
         body = build_resource(namespace, catalog, api, bucket, key, fmt, options, upload, principal)
         obj = await svc.imports.create(namespace, body)
         created = True
     except ApiError as exc:
-        metrics.uploads_rejected.labels(api, str(exc.status)).inc()
-        raise
+        refined = refine_error(exc) if refine_error else exc
+        metrics.uploads_rejected.labels(api, str(refined.status)).inc()
+        if refined is exc:
+            raise
+        raise refined from exc
     finally:
         metrics.uploads_in_progress.dec()
         if not created:

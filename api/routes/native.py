@@ -21,7 +21,7 @@ from productimport.api.storage import aiter_object
 from productimport.api.uploads import UploadRequest, upload_and_create
 from productimport.api.views import ImportView, view
 from productimport.models.product import ImportCounts
-from productimport.models.resource import LABEL_CATALOG
+from productimport.models.resource import ANNOTATION_CANCEL, LABEL_CATALOG
 
 router = APIRouter(prefix="/api/v1", tags=["native"])
 
@@ -41,6 +41,11 @@ def path_namespace(params: Mapping[str, Any], principal: Principal, settings: Ap
 MayCreate = Annotated[Authorized, Depends(authorized("create", path_namespace))]
 MayList = Annotated[Authorized, Depends(authorized("list", path_namespace))]
 MayGet = Annotated[Authorized, Depends(authorized("get", path_namespace))]
+MayPatch = Annotated[Authorized, Depends(authorized("patch", path_namespace))]
+
+# A cancel is a compare-and-swap on the resource; the operator writing status in
+# between makes it retry with the fresh object, at most this many times.
+CANCEL_ATTEMPTS = 5
 
 
 class ImportAccepted(BaseModel):
@@ -63,6 +68,9 @@ class ImportStatus(BaseModel):
     reason: str | None = None
     message: str | None = None
     dryRun: bool = False
+    cancelRequested: bool = Field(
+        default=False, description="a cancel was asked for; the operator ends it Cancelled"
+    )
     counts: ImportCounts = Field(default_factory=ImportCounts)
     catalogVersion: int | None = None
     conditions: list[dict[str, Any]] = Field(default_factory=list)
@@ -105,6 +113,7 @@ def status_of(imp: ImportView) -> ImportStatus:
         reason=imp.reason,
         message=imp.message,
         dryRun=imp.dry_run,
+        cancelRequested=imp.cancel_requested,
         counts=ImportCounts(
             **{k: v for k, v in imp.counts.items() if k in ImportCounts.model_fields}
         ),
@@ -132,11 +141,24 @@ def _native_options(fields: dict[str, str]) -> UploadRequest:
     response_model=ImportAccepted,
     openapi_extra=NATIVE_BODY,
     summary="Upload a product file and start an import",
-    responses={413: {"description": "file over the size limit"}, 415: {}, 422: {}},
+    responses={
+        404: {"description": "the namespace does not exist"},
+        413: {"description": "file over the size limit"},
+        415: {},
+        422: {},
+    },
 )
 async def create_import(
     request: Request, namespace: Namespace, catalog: Catalog, access: MayCreate, svc: Svc
 ) -> ImportAccepted:
+    if not await svc.imports.namespaces.exists(namespace):
+        # Before any of the body is read; it never will be, so the connection closes.
+        raise ApiError(
+            404,
+            f"namespace {namespace!r} does not exist",
+            code="not_found",
+            headers={"Connection": "close"},
+        )
     limits = Limits(svc.settings.max_upload_bytes, max_drain=svc.settings.max_drain_bytes)
     obj = await upload_and_create(
         svc,
@@ -180,11 +202,14 @@ async def list_imports(
     return ImportList(items=items, total=len(objs), limit=limit, offset=offset)
 
 
-async def _get_import(svc: Svc, namespace: str, catalog: str, name: str) -> ImportView:
-    imp = view(await svc.imports.get(namespace, name))
+def _in_catalog(imp: ImportView, catalog: str, name: str) -> ImportView:
     if imp.catalog != catalog:
         raise ApiError(404, f"import {name!r} not found in catalog {catalog!r}", code="not_found")
     return imp
+
+
+async def _get_import(svc: Svc, namespace: str, catalog: str, name: str) -> ImportView:
+    return _in_catalog(view(await svc.imports.get(namespace, name)), catalog, name)
 
 
 @router.get(
@@ -196,6 +221,48 @@ async def get_import(
     namespace: Namespace, catalog: Catalog, name: ImportName, access: MayGet, svc: Svc
 ) -> ImportStatus:
     return status_of(await _get_import(svc, namespace, catalog, name))
+
+
+@router.post(
+    "/namespaces/{namespace}/catalogs/{catalog}/imports/{name}/cancel",
+    status_code=202,
+    response_model=ImportStatus,
+    summary="Cancel a queued or running import",
+    description="Asks the operator to cancel the import: a queued one never starts, a "
+    "running one has its Job deleted; either ends Cancelled. 202 with the import as "
+    "`GET .../imports/{name}` shows it (`cancelRequested: true`), also when a cancel "
+    "was already asked for; 409 once the import is final.",
+    responses={
+        404: {"description": "no such import in this catalog"},
+        409: {"description": "the import is final (Succeeded, Failed or Cancelled)"},
+    },
+)
+async def cancel_import(
+    namespace: Namespace, catalog: Catalog, name: ImportName, access: MayPatch, svc: Svc
+) -> ImportStatus:
+    for _ in range(CANCEL_ATTEMPTS):
+        obj = await svc.imports.get(namespace, name)
+        imp = _in_catalog(view(obj), catalog, name)
+        if imp.terminal:
+            raise ApiError(
+                409,
+                f"import {name!r} is {imp.phase}; only a queued or running import can be cancelled",
+                code="already_final",
+            )
+        if imp.cancel_requested:
+            return status_of(imp)
+        try:
+            patched = await svc.imports.annotate(
+                namespace, name, {ANNOTATION_CANCEL: "true"}, obj["metadata"]["resourceVersion"]
+            )
+        except ApiError as exc:
+            if exc.status == 409:
+                continue  # it changed meanwhile (status written): decide again on the new one
+            raise
+        return status_of(view(patched))
+    raise ApiError(
+        409, f"import {name!r} kept changing while being cancelled; retry", code="conflict"
+    )
 
 
 @router.get(

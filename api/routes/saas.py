@@ -1,12 +1,17 @@
 """The SaaS-seed compatible pair (../shared/seeds/saas-bulk-import-products.txt).
 
-A workspace is a namespace: `ws_abc123` -> namespace `ws-abc123` (Kubernetes names
-cannot hold `_`; the prefix keeps tenants' namespaces recognisable). `catalog_id` names
-the catalog inside it (default `main`). The job ids are the ProductImport's UID.
+A workspace is an existing namespace: the one the `workspaces` setting maps its id to,
+else `ws_abc123` -> namespace `ws-abc123` (Kubernetes names cannot hold `_`; the prefix
+keeps tenants' namespaces recognisable). Namespaces are never created here; an unknown
+workspace is 404 before the upload's body is read. `catalog_id` names the catalog inside
+it (default `main`); an id that is not a Kubernetes name (`Cat_1`) maps to one
+(`catalog_name`). The job ids are the ProductImport's UID.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -18,17 +23,31 @@ from productimport.api.errors import ApiError
 from productimport.api.forms import SAAS_BODY, SaasForm, parse_form
 from productimport.api.formstream import Limits
 from productimport.api.security import Authorized, Svc, authorized
+from productimport.api.services import Services
 from productimport.api.settings import ApiSettings
 from productimport.api.uploads import UploadRequest, upload_and_create
 from productimport.api.views import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, ImportView, view
 from productimport.models.product import ImportCounts
+from productimport.models.resource import ANNOTATION_NOTIFY_EMAIL, GROUP
 
 router = APIRouter(prefix="/api/workspace", tags=["saas-compatible"])
 
 WORKSPACE = r"^ws_[a-z0-9]+$"
 Workspace = Annotated[str, Path(pattern=WORKSPACE, max_length=60, description="The workspace ID")]
 JobId = Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{36}$")]
-CatalogId = Annotated[str | None, Query(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
+# The seed's catalog_id is any string: printable, bounded (it is kept as an annotation).
+CatalogId = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="The catalog; an id that is not a Kubernetes name (`Cat_1`) is mapped "
+        "to one (`cat-1-<hash>`) and kept as given in the job's `catalogId`.",
+    ),
+]
+# The catalog id as the client sent it, on ProductImports whose catalog name differs.
+ANNOTATION_CATALOG_ID = f"{GROUP}/saas-catalog-id"
 
 QUEUE = "ingest"
 JOB_NAME = "product_import"
@@ -42,13 +61,45 @@ _STATUS = {
 }
 
 
-def workspace_namespace(workspace_id: str) -> str:
-    return workspace_id.replace("_", "-")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+CATALOG_NAME_MAX = 63  # the catalog is a label value and part of object keys
+_HASH_LEN = 8
+
+
+def catalog_name(catalog_id: str) -> str:
+    """The catalog name for a SaaS `catalog_id`: the id itself when it is a valid name,
+    else lowercased, each run of other characters as one `-`, trimmed, cut to fit, plus
+    `-` and 8 hex digits of the id's SHA-256 (so `Cat_1` and `cat-1` stay apart)."""
+    if len(catalog_id) <= CATALOG_NAME_MAX and DNS_LABEL.match(catalog_id):
+        return catalog_id
+    digest = hashlib.sha256(catalog_id.encode()).hexdigest()[:_HASH_LEN]
+    base = re.sub(r"[^a-z0-9]+", "-", catalog_id.lower()).strip("-")
+    base = base[: CATALOG_NAME_MAX - _HASH_LEN - 1].rstrip("-") or "catalog"
+    return f"{base}-{digest}"
+
+
+def workspace_namespace(workspace_id: str, settings: ApiSettings) -> str:
+    """The namespace a workspace is: the administrator's mapping, else its own id with
+    `_` as `-` (a Kubernetes name cannot hold `_`)."""
+    return settings.workspaces.get(workspace_id) or workspace_id.replace("_", "-")
 
 
 def path_workspace(params: Mapping[str, Any], principal: Principal, settings: ApiSettings) -> str:
     """These routes act in the namespace of the workspace their path names."""
-    return workspace_namespace(params["workspaceId"])
+    return workspace_namespace(params["workspaceId"], settings)
+
+
+async def require_workspace(svc: Services, workspace_id: str, namespace: str) -> None:
+    """404 for a workspace whose namespace does not exist, before any of the body is
+    read. `Connection: close`: the body is not read, so the connection cannot carry
+    another request (a client waiting for `100 Continue` never sends it)."""
+    if not await svc.imports.namespaces.exists(namespace):
+        raise ApiError(
+            404,
+            f"workspace {workspace_id!r} not found",
+            code="workspace_not_found",
+            headers={"Connection": "close"},
+        )
 
 
 MayCreate = Annotated[Authorized, Depends(authorized("create", path_workspace))]
@@ -106,9 +157,9 @@ def job_status(workspace_id: str, imp: ImportView) -> JobStatus:
         progress=imp.progress,
         result=result,
         error=imp.message if status == "failed" else None,
-        notify_email=imp.annotations.get("catalog.productimport.dev/notify-email") == "true",
+        notify_email=imp.annotations.get(ANNOTATION_NOTIFY_EMAIL) == "true",
         workspaceId=workspace_id,
-        catalogId=imp.catalog,
+        catalogId=imp.annotations.get(ANNOTATION_CATALOG_ID) or imp.catalog,
         createdAt=imp.created,
         startedAt=imp.started,
         finishedAt=imp.completed,
@@ -122,6 +173,12 @@ def job_status(workspace_id: str, imp: ImportView) -> JobStatus:
     openapi_extra=SAAS_BODY,
     summary="Bulk import products",
     description="Import job enqueued. Poll /api/workspace/{workspaceId}/jobs/{backgroundJobId}.",
+    responses={
+        404: {"description": "unknown workspace (answered before the body is read)"},
+        413: {"description": "file over the size limit"},
+        415: {},
+        422: {},
+    },
 )
 async def bulk_import(
     request: Request,
@@ -130,19 +187,24 @@ async def bulk_import(
     svc: Svc,
     catalog_id: CatalogId = None,
 ) -> ImportEnqueued:
+    await require_workspace(svc, workspaceId, access.namespace)
     notify: dict[str, bool] = {}
+    catalog = catalog_name(catalog_id) if catalog_id else svc.settings.saas_default_catalog
+    extra = {ANNOTATION_CATALOG_ID: catalog_id} if catalog_id and catalog != catalog_id else {}
 
     def options(fields: dict[str, str]) -> UploadRequest:
         form = parse_form(SaasForm, fields)
         notify["email"] = form.notify_email
-        return UploadRequest(format=form.format, notify_email=form.notify_email)
+        return UploadRequest(
+            format=form.format, notify_email=form.notify_email, extra_annotations=extra
+        )
 
     obj = await upload_and_create(
         svc,
         request,
         access.principal,
         namespace=access.namespace,
-        catalog=catalog_id or svc.settings.saas_default_catalog,
+        catalog=catalog,
         api="saas",
         limits=Limits(svc.settings.max_upload_bytes, max_drain=svc.settings.max_drain_bytes),
         read_options=options,
@@ -162,6 +224,7 @@ async def bulk_import(
     "/{workspaceId}/jobs/{backgroundJobId}",
     response_model=JobStatus,
     summary="Poll a background job: queued -> active -> completed | failed",
+    responses={404: {"description": "unknown workspace or job"}},
 )
 async def get_job(
     workspaceId: Workspace,
@@ -169,6 +232,7 @@ async def get_job(
     access: MayGet,
     svc: Svc,
 ) -> JobStatus:
+    await require_workspace(svc, workspaceId, access.namespace)
     try:
         obj = await svc.imports.find_by_uid(access.namespace, backgroundJobId.lower())
     except ApiError as exc:

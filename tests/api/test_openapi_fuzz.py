@@ -18,6 +18,7 @@ def test_openapi_document_lists_every_route(api):
         "/api/v1/namespaces/{namespace}/catalogs/{catalog}/imports",
         "/api/v1/namespaces/{namespace}/catalogs/{catalog}/imports/{name}",
         "/api/v1/namespaces/{namespace}/catalogs/{catalog}/imports/{name}/errors",
+        "/api/v1/namespaces/{namespace}/catalogs/{catalog}/imports/{name}/cancel",
         "/api/v1/namespaces/{namespace}/catalogs/{catalog}/products",
         "/api/v1/namespaces/{namespace}/catalogs/{catalog}/products/{sku}",
         "/api/workspace/{workspaceId}/catalog/products/import",

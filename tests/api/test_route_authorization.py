@@ -27,6 +27,9 @@ EXPECTED = {
     ("GET", "/api/v1/namespaces/{namespace}/catalogs/{catalog}/imports/{name}/errors"): (
         "get path_namespace"
     ),
+    ("POST", "/api/v1/namespaces/{namespace}/catalogs/{catalog}/imports/{name}/cancel"): (
+        "patch path_namespace"
+    ),
     ("GET", "/api/v1/namespaces/{namespace}/catalogs/{catalog}/products"): "get path_namespace",
     ("GET", "/api/v1/namespaces/{namespace}/catalogs/{catalog}/products/{sku}"): (
         "get path_namespace"
@@ -110,7 +113,8 @@ def test_a_malformed_request_is_422_even_without_access(api, other_tenant, token
         ("GET", f"{theirs}/main/imports/-bad-name-"),
         ("GET", f"{theirs}/main/products?offset=-1"),
         ("GET", f"{workspace}/jobs/not-a-uuid"),
-        ("POST", f"{workspace}/catalog/products/import?catalog_id=Bad_Id"),
+        ("POST", f"{workspace}/catalog/products/import?catalog_id="),
+        ("POST", f"{theirs}/main/imports/-bad-name-/cancel"),
     ):
         assert httpx.request(method, url).status_code == 401, url
         r = httpx.request(method, url, headers=tokens["a"])
