@@ -280,6 +280,15 @@ class DevEnv:
     def start(self, comp: Component) -> None:
         env = {**os.environ, **comp.env}
         started = self.sup.pid(comp.name) is None
+        if started and comp.ready():
+            # Not ours, yet it answers where ours would: a process an earlier environment
+            # lost track of. Tests would talk to it (other tokens, other code) and fail
+            # in baffling ways; the new process would not even bind its port.
+            raise DevEnvError(
+                f"something already answers for {comp.name} although this environment runs "
+                f"no {comp.name}: stop the process listening on its port (`ss -ltnp`), "
+                "then run again"
+            )
         pid = self.sup.start(comp.name, comp.argv, env=env)
         deadline = time.monotonic() + READY_TIMEOUT
         while not comp.ready():

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from devenv import images, node
+from devenv.component import Component, DevEnvError
 from devenv.controlplane import DevEnv, _established
 from devenv.layout import Layout, Network, Ports
 from productimport.engine.errors import PreconditionFailed
@@ -153,3 +154,13 @@ def test_a_crd_counts_as_served_only_once_established(status, established):
     if status is not None:
         crd["status"] = status
     assert _established(crd) is established
+
+
+def test_a_stray_process_answering_for_a_component_stops_the_start(tmp_path):
+    """A process an earlier environment lost track of must not pass for the new one."""
+    env = DevEnv(Layout(tmp_path / "dev", SECOND_PORTS, SECOND_NETWORK))
+    env.layout.root.mkdir(parents=True)
+    stray = Component("api", ["sleep", "30"], ready=lambda: True)
+    with pytest.raises(DevEnvError, match="already answers for api"):
+        env.start(stray)
+    assert env.sup.pid("api") is None  # nothing was started in its place
