@@ -26,6 +26,9 @@ class Component:
     argv: list[str]
     ready: Callable[[], bool]
     env: Mapping[str, str] = field(default_factory=dict)
+    # ready() asks the process itself (its port or socket). False where it asks someone
+    # else (the kubelet: its Node in the API server, which outlives the process).
+    probes_itself: bool = True
 
 
 def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:

@@ -280,7 +280,7 @@ class DevEnv:
     def start(self, comp: Component) -> None:
         env = {**os.environ, **comp.env}
         started = self.sup.pid(comp.name) is None
-        if started and comp.ready():
+        if started and comp.probes_itself and comp.ready():
             # Not ours, yet it answers where ours would: a process an earlier environment
             # lost track of. Tests would talk to it (other tokens, other code) and fail
             # in baffling ways; the new process would not even bind its port.

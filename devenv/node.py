@@ -333,6 +333,7 @@ def kubelet(layout: Layout, pki: pki_mod.Pki, bin_dir: Path) -> Component:
             "--v=1",
         ],
         lambda: node_ready(layout, bin_dir),
+        probes_itself=False,  # the Node's Ready condition outlives a stopped kubelet
     )
 
 
