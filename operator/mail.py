@@ -21,9 +21,7 @@ import logging
 import smtplib
 import socket
 import ssl
-import threading
 import time
-import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from email.headerregistry import Address
@@ -284,46 +282,3 @@ class Mailer:
                 password = s.smtp_password.get_secret_value() if s.smtp_password else ""
                 smtp.login(s.smtp_username, password)
             smtp.send_message(message, from_addr=s.smtp_sender, to_addrs=[to])
-
-
-# One Mailer per reconciler, made on first use (most imports ask for no mail). Kept
-# beside the reconciler rather than in it, so operator/reconcile.py needs one call only.
-_mailers: weakref.WeakKeyDictionary[Any, Mailer] = weakref.WeakKeyDictionary()
-_guard = threading.Lock()
-
-
-def attach(reconciler: Any, mailer: Mailer) -> None:
-    """Use `mailer` for this reconciler's imports (tests: a mail server of their own)."""
-    with _guard:
-        _mailers[reconciler] = mailer
-
-
-def mailer_for(reconciler: Any) -> Mailer:
-    with _guard:
-        mailer = _mailers.get(reconciler)
-        if mailer is None:
-            # Built from the reconciler's parts, never holding the reconciler itself: the
-            # entry must not keep its own key alive.
-            mailer = Mailer.with_events(reconciler.settings, reconciler.kube)
-            _mailers[reconciler] = mailer
-        return mailer
-
-
-def on_terminal(reconciler: Any, obj: dict[str, Any], status: dict[str, Any]) -> None:
-    """The reconciler's hook, called once the terminal status is written."""
-    address = ((obj.get("spec") or {}).get("notify") or {}).get("email")
-    if not address:
-        return
-    try:
-        if not reconciler.settings.smtp_host:
-            reconciler.kube.event(
-                obj, "Warning", EMAIL_NOT_CONFIGURED,
-                f"spec.notify.email asks for mail to {address}, but this operator has no "
-                "SMTP server (PRODUCTIMPORT_OPERATOR_SMTP_HOST; chart value "
-                "operator.smtp.host): nothing was sent",
-            )  # fmt: skip
-            return
-        mailer_for(reconciler).submit(address, obj, status)
-    except Exception:  # the status is written; a mail is never worth a failed pass
-        log.exception("could not hand the mail for %s/%s over", obj["metadata"]["namespace"],
-                      obj["metadata"]["name"])  # fmt: skip

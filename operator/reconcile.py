@@ -119,6 +119,7 @@ class Reconciler:
         *,
         loader_credentials: credentials.LoaderCredentials | None = None,
         notifier: Notifier | None = None,
+        mailer: mail.Mailer | None = None,
         clock: Callable[[], float] = time.monotonic,
         queues: ImportQueues | None = None,
     ) -> None:
@@ -139,6 +140,7 @@ class Reconciler:
         self._missing_results: dict[str, int] = defaultdict(int)
         self._store_down_since: dict[str, float] = {}
         self._notifier = notifier
+        self._mailer = mailer
 
     @property
     def notifier(self) -> Notifier:
@@ -148,6 +150,33 @@ class Reconciler:
                 self.settings.signing_key(), self.settings.egress, self._webhook_failed
             )
         return self._notifier
+
+    @property
+    def mailer(self) -> mail.Mailer:
+        """Mail deliveries (made on first use: most imports ask for no mail)."""
+        if self._mailer is None:
+            self._mailer = mail.Mailer.with_events(self.settings, self.kube)
+        return self._mailer
+
+    @mailer.setter
+    def mailer(self, mailer: mail.Mailer) -> None:
+        self._mailer = mailer
+
+    def _mail(self, obj: dict[str, Any], status: dict[str, Any], address: str) -> None:
+        """spec.notify.email: handed to the mailer's threads, never sent from here."""
+        try:
+            if not self.settings.smtp_host:
+                self.kube.event(
+                    obj, WARNING, mail.EMAIL_NOT_CONFIGURED,
+                    f"spec.notify.email asks for mail to {address}, but this operator has no "
+                    "SMTP server (PRODUCTIMPORT_OPERATOR_SMTP_HOST; chart value "
+                    "operator.smtp.host): nothing was sent",
+                )  # fmt: skip
+                return
+            self.mailer.submit(address, obj, status)
+        except Exception:  # the status is written; a mail is never worth a failed pass
+            log.exception("could not hand the mail for %s/%s over", obj["metadata"]["namespace"],
+                          obj["metadata"]["name"])  # fmt: skip
 
     def _webhook_failed(self, obj: dict[str, Any], why: str) -> None:
         self.kube.event(obj, WARNING, "WebhookFailed", f"the outcome was not delivered: {why}")
@@ -508,7 +537,9 @@ class Reconciler:
             # The namespace's key, where its receivers' owners can read it to verify.
             self.kube.put_secret(namespace, SIGNING_SECRET, {"key": self.notifier.key(namespace)})
             self.notifier.submit(webhook, obj, status)
-        mail.on_terminal(self, obj, status)  # spec.notify.email, off this thread
+        address = ((obj.get("spec") or {}).get("notify") or {}).get("email")
+        if address:
+            self._mail(obj, status, address)
         log.info(
             "import %s/%s %s: %s", obj["metadata"]["namespace"], obj["metadata"]["name"],
             phase.value, message,

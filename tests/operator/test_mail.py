@@ -345,10 +345,7 @@ def _configure(world: World, port: int) -> None:
     world.settings.smtp_port = port
     world.settings.smtp_starttls = False
     world.settings.smtp_sender = SENDER
-    mail.attach(
-        world.reconciler,
-        Mailer.with_events(world.settings, world.kube, backoff_seconds=0.01),
-    )
+    world.reconciler.mailer = Mailer.with_events(world.settings, world.kube, backoff_seconds=0.01)
 
 
 def test_the_reconciler_mails_once_when_an_import_ends(tmp_path):
