@@ -58,35 +58,51 @@ class Namespaces:
         self._seen: dict[str, float] = {}  # name -> valid until (clock)
         self._warned = False
 
+    async def read(self, name: str) -> k8s.V1Namespace | None:
+        """The namespace as it is now; None when it does not exist. Where the API may not
+        read namespaces (logged once), a namespace with no metadata of note: callers
+        carry on as if it existed and said nothing."""
+        try:
+            return await anyio.to_thread.run_sync(lambda: self._core.read_namespace(name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            if exc.status not in (401, 403):
+                raise
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "the API may not read namespaces (%s): an unknown workspace or "
+                    "namespace is found only when its ProductImport is created, after the "
+                    "upload, and no namespace's notify-email annotation is read; grant "
+                    "`get` on `namespaces`",
+                    exc.status,
+                )
+            return k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name))
+
     async def exists(self, name: str) -> bool:
         now = self._clock()
         if self._seen.get(name, 0.0) > now:
             return True
-        try:
-            ns = await anyio.to_thread.run_sync(lambda: self._core.read_namespace(name))
-        except ApiException as exc:
-            if exc.status == 404:
-                self._seen.pop(name, None)
-                return False
-            if exc.status in (401, 403):
-                if not self._warned:
-                    self._warned = True
-                    log.warning(
-                        "the API may not read namespaces (%s): an unknown workspace or "
-                        "namespace is found only when its ProductImport is created, after "
-                        "the upload; grant `get` on `namespaces` to answer 404 first",
-                        exc.status,
-                    )
-                return True
-            raise
-        if ns.status is not None and ns.status.phase == "Terminating":
-            return False  # nothing new can be created in it
+        ns = await self.read(name)
+        if ns is None or (ns.status is not None and ns.status.phase == "Terminating"):
+            # Absent, or being deleted: nothing new can be created in it.
+            self._seen.pop(name, None)
+            return False
         if len(self._seen) >= _NAMESPACE_CACHE_MAX:
             self._seen = {k: v for k, v in self._seen.items() if v > now}
             if len(self._seen) >= _NAMESPACE_CACHE_MAX:
                 self._seen.clear()
         self._seen[name] = now + self._ttl
         return True
+
+    async def require(self, name: str, message: str, code: str) -> None:
+        """404 (`message`, `code`) unless the namespace exists; asked before any of an
+        upload's body is read. `Connection: close`: the body is not read, so the
+        connection cannot carry another request (a client waiting for `100 Continue`
+        never sends it)."""
+        if not await self.exists(name):
+            raise ApiError(404, message, code=code, headers={"Connection": "close"})
 
 
 class ProductImports:

@@ -28,8 +28,6 @@ class Services:
     metrics: ApiMetrics
     # Threads that send upload parts to MinIO (never the event loop).
     part_pool: ThreadPoolExecutor
-    # The Kubernetes client the others share (uploads.py reads a Namespace's mail address).
-    kube: k8s.ApiClient | None = None
 
     def close(self) -> None:
         self.part_pool.shutdown(wait=False, cancel_futures=True)
@@ -65,7 +63,6 @@ def build_services(settings: ApiSettings, metrics: ApiMetrics | None = None) -> 
         auth=auth,
         metrics=metrics,
         part_pool=ThreadPoolExecutor(max_workers=16, thread_name_prefix="upload-part"),
-        kube=kube,
     )
 
 

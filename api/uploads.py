@@ -14,9 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import anyio
-from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 from starlette.requests import Request
 
 from productimport.api.auth import EMAIL_PATTERN, Principal
@@ -118,24 +115,9 @@ def build_resource(
 
 async def _namespace_address(svc: Services, namespace: str) -> str | None:
     """The address in the Namespace's annotation, or None."""
-    if svc.kube is None:
-        return None
-    core = k8s.CoreV1Api(svc.kube)
-    try:
-        ns = await anyio.to_thread.run_sync(lambda: core.read_namespace(namespace))
-    except ApiException as exc:
-        if exc.status == 404:
-            raise ApiError(
-                404, f"namespace {namespace!r} does not exist", code="not_found"
-            ) from exc
-        if exc.status in (401, 403):
-            log.warning(
-                "notify_email: the API may not read namespace %s (%s); grant it `get` on "
-                "namespaces to use the %s annotation",
-                namespace, exc.status, NAMESPACE_NOTIFY_EMAIL,
-            )  # fmt: skip
-            return None
-        raise
+    ns = await svc.imports.namespaces.read(namespace)
+    if ns is None:
+        raise ApiError(404, f"namespace {namespace!r} does not exist", code="not_found")
     value = ((ns.metadata.annotations or {}).get(NAMESPACE_NOTIFY_EMAIL) or "").strip()
     if not value:
         return None

@@ -151,14 +151,9 @@ def _native_options(fields: dict[str, str]) -> UploadRequest:
 async def create_import(
     request: Request, namespace: Namespace, catalog: Catalog, access: MayCreate, svc: Svc
 ) -> ImportAccepted:
-    if not await svc.imports.namespaces.exists(namespace):
-        # Before any of the body is read; it never will be, so the connection closes.
-        raise ApiError(
-            404,
-            f"namespace {namespace!r} does not exist",
-            code="not_found",
-            headers={"Connection": "close"},
-        )
+    await svc.imports.namespaces.require(
+        namespace, f"namespace {namespace!r} does not exist", code="not_found"
+    )
     limits = Limits(svc.settings.max_upload_bytes, max_drain=svc.settings.max_drain_bytes)
     obj = await upload_and_create(
         svc,

@@ -91,15 +91,10 @@ def path_workspace(params: Mapping[str, Any], principal: Principal, settings: Ap
 
 async def require_workspace(svc: Services, workspace_id: str, namespace: str) -> None:
     """404 for a workspace whose namespace does not exist, before any of the body is
-    read. `Connection: close`: the body is not read, so the connection cannot carry
-    another request (a client waiting for `100 Continue` never sends it)."""
-    if not await svc.imports.namespaces.exists(namespace):
-        raise ApiError(
-            404,
-            f"workspace {workspace_id!r} not found",
-            code="workspace_not_found",
-            headers={"Connection": "close"},
-        )
+    read."""
+    await svc.imports.namespaces.require(
+        namespace, f"workspace {workspace_id!r} not found", code="workspace_not_found"
+    )
 
 
 MayCreate = Annotated[Authorized, Depends(authorized("create", path_workspace))]

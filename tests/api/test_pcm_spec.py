@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import gzip
 import re
-import socket
-from urllib.parse import urlsplit
 
 import httpx
+from api_testdata import announce_upload
 from test_upload_http import imports_in, incomplete_uploads, uploads_under
 
 MiB = 1024 * 1024
@@ -71,22 +70,8 @@ def test_a_file_at_the_limit_is_accepted_one_byte_over_is_503(make_api, fresh_te
 
 def test_a_declared_length_far_over_the_limit_is_503_before_the_body(make_api, fresh_tenant, admin):
     api = make_api(pcm_namespace=fresh_tenant)
-    url = urlsplit(f"{api.url}/pcm/products/import")
-    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
-        sock.sendall(
-            (
-                f"POST {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
-                f"Authorization: {admin['Authorization']}\r\n"
-                f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-                f"Content-Length: {1024 * MiB}\r\nExpect: 100-continue\r\n\r\n"
-            ).encode()
-        )
-        answer = b""
-        while not answer.rstrip().endswith(b"}"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
+    url = f"{api.url}/pcm/products/import"
+    answer = announce_upload(url, admin["Authorization"], 1024 * MiB, BOUNDARY)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 503"), answer[:300]
     assert re.search(rb"(?im)^connection: close\r?$", head)

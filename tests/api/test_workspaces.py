@@ -4,15 +4,13 @@ can map ids to existing namespaces, and `catalog_id` takes the seed's plain stri
 from __future__ import annotations
 
 import re
-import socket
 import time
 import uuid
-from urllib.parse import urlsplit
 
 import anyio
 import httpx
 import pytest
-from api_testdata import DATA
+from api_testdata import DATA, announce_upload
 
 from productimport.api.resources import Namespaces
 from productimport.api.routes.saas import ANNOTATION_CATALOG_ID, catalog_name
@@ -45,22 +43,7 @@ def test_an_unknown_workspace_is_404_before_the_body_is_read(api, admin, minio):
     """A client that waits for `100 Continue` (curl does for bodies over 1 MB) gets the
     404 without sending a byte of its 1 GiB file: the API never asked for the body."""
     ws = f"ws_{uuid.uuid4().hex[:10]}"
-    url = urlsplit(saas_url(api, ws))
-    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
-        sock.sendall(
-            (
-                f"POST {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
-                f"Authorization: {admin['Authorization']}\r\n"
-                f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-                f"Content-Length: {1024 * MiB}\r\nExpect: 100-continue\r\n\r\n"
-            ).encode()
-        )
-        answer = b""
-        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
+    answer = announce_upload(saas_url(api, ws), admin["Authorization"], 1024 * MiB, BOUNDARY)
     head, _, body = answer.partition(b"\r\n\r\n")
     status_line = head.split(b"\r\n", 1)[0]
     assert status_line.startswith(b"HTTP/1.1 404"), answer[:300]
