@@ -19,6 +19,7 @@ from devenv import images
 from devenv.component import Component, http_ok
 from devenv.controlplane import DevEnv
 from devenv.layout import REPO
+from devenv.pki import Pki
 
 CATALOG_BUCKET = "catalog"
 UPLOAD_BUCKET = "uploads"
@@ -86,7 +87,7 @@ def egress_policy(env: DevEnv) -> dict[str, str]:
     allow = [{"cidr": f"{L.network.host_ip}/32", "ports": list(L.ports.test_receivers)}]
     return {
         "PRODUCTIMPORT_EGRESS_ALLOW": json.dumps(allow),
-        "SSL_CERT_FILE": str(L.sub("pki") / "ca.crt"),
+        "SSL_CERT_FILE": str(Pki(L.sub("pki")).ca_cert),
     }
 
 

@@ -31,6 +31,7 @@ from minio.error import S3Error
 
 from devenv.component import DevEnvError
 from devenv.node import freeze
+from devenv.pki import Pki
 from devenv.waiting import wait_for
 from productimport.operator.reconcile import LEGACY_SHARED_SECRET
 
@@ -66,7 +67,7 @@ def tenants(cluster, minio) -> Tenants:
     token = cluster.kubectl("create", "token", "editor", "-n", a).stdout.strip()
     config = k8s.Configuration()
     config.host = cluster.devenv.layout.apiserver_url
-    config.ssl_ca_cert = str(cluster.devenv.layout.root / "pki" / "ca.crt")
+    config.ssl_ca_cert = str(Pki(cluster.devenv.layout.sub("pki")).ca_cert)
     config.api_key = {"authorization": f"Bearer {token}"}
     return Tenants(a, b, source["key"], k8s.ApiClient(config))
 
