@@ -211,6 +211,10 @@ async def get_job(jobID: JobID, access: MayGet, svc: Svc) -> Single:
     return Single(data=job_of(await _find(svc, access.namespace, jobID)))
 
 
+# Tries at cancelling before a job that keeps changing is reported as no longer pending.
+CANCEL_ATTEMPTS = 3
+
+
 @router.post(
     "/jobs/{jobID}/cancel",
     response_model=Single,
@@ -220,31 +224,37 @@ async def get_job(jobID: JobID, access: MayGet, svc: Svc) -> Single:
 )
 async def cancel_job(jobID: JobID, access: MayPatch, svc: Svc) -> Single:
     imp = await _find(svc, access.namespace, jobID)
-    if imp.cancel_requested and imp.phase == QUEUED:
-        return Single(data=job_of(imp))
-    if imp.phase != QUEUED or imp.started:
-        raise ApiError(
-            422,
-            f"job {jobID} is {_status(imp)}; only pending jobs can be cancelled",
-            code="not_pending",
-        )
-    obj = await svc.imports.get(imp.namespace, imp.name)
-    try:
-        patched = await svc.imports.annotate(
-            imp.namespace,
-            imp.name,
-            {ANNOTATION_CANCEL: "true"},
-            obj["metadata"]["resourceVersion"],
-        )
-    except ApiError as exc:
-        if exc.status == 409:
+    # The operator writes the resource too (status, its own annotations): a conflict
+    # only means "look again", and the job may well still be pending.
+    for _ in range(CANCEL_ATTEMPTS):
+        if imp.cancel_requested and imp.phase == QUEUED:
+            return Single(data=job_of(imp))
+        if imp.phase != QUEUED or imp.started:
             raise ApiError(
                 422,
-                f"job {jobID} changed while cancelling; it is no longer pending",
+                f"job {jobID} is {_status(imp)}; only pending jobs can be cancelled",
                 code="not_pending",
-            ) from exc
-        raise
-    return Single(data=job_of(view(patched)))
+            )
+        obj = await svc.imports.get(imp.namespace, imp.name)
+        imp = view(obj)
+        if imp.phase != QUEUED or imp.started:
+            continue  # started meanwhile: say so above
+        try:
+            patched = await svc.imports.annotate(
+                imp.namespace, imp.name, {ANNOTATION_CANCEL: "true"},
+                obj["metadata"]["resourceVersion"],
+            )  # fmt: skip
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            imp = view(await svc.imports.get(imp.namespace, imp.name))
+            continue
+        return Single(data=job_of(view(patched)))
+    raise ApiError(
+        422,
+        f"job {jobID} changed while cancelling; it is no longer pending",
+        code="not_pending",
+    )
 
 
 def _message(record: dict[str, Any]) -> str:
