@@ -278,6 +278,78 @@ def catalog_rollback(
         )
 
 
+@catalog_app.command("location")
+def catalog_location(
+    catalog: CatalogOpt,
+    namespace: NamespaceOpt = "default",
+    store: StoreOpt = None,
+) -> None:
+    """Print where the catalog's Delta table is, for other tools (docs/operations.md)."""
+    print(_catalog(store, namespace, catalog).table_ref)
+
+
+@catalog_app.command("migrate")
+def catalog_migrate(
+    catalog: CatalogOpt,
+    namespace: NamespaceOpt = "default",
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Take a catalog of the former layout (CURRENT, manifests, snapshots) into its Delta
+    table now rather than at its next import; its history is kept. Safe to repeat."""
+    from productimport.engine.legacy import legacy_history
+
+    cat = _catalog(store, namespace, catalog)
+    former = legacy_history(cat)
+    head = cat.head()  # migrates, or finishes a migration that stopped part way
+    report = {
+        "table": cat.table_ref,
+        "version": head.version,
+        "products": head.products,
+        "formerVersions": len(former),
+        "formerObjects": [cat.ref(p) for p in ("CURRENT", "versions/", "snapshots/")]
+        if former
+        else [],
+    }
+    if as_json:
+        print(json.dumps(report))
+        return
+    if not former:
+        out.print(f"catalog {namespace}/{catalog} has nothing of the former layout")
+        return
+    out.print(
+        f"catalog {namespace}/{catalog}: {len(former)} former versions are versions 1 to "
+        f"{len(former)} of {report['table']} (now version {head.version}, {head.products} "
+        "products). The former objects (CURRENT, versions/, snapshots/) are left in place "
+        "and may be deleted."
+    )
+
+
+@catalog_app.command("vacuum")
+def catalog_vacuum(
+    catalog: CatalogOpt,
+    retention_hours: Annotated[
+        int,
+        typer.Option(
+            "--retention-hours",
+            help="Keep every file a version younger than this needs: the rollback window.",
+        ),
+    ] = 168,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List, delete nothing.")] = False,
+    namespace: NamespaceOpt = "default",
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete data files no version within the retention window needs (Delta vacuum).
+    The current version's files are never deleted."""
+    removed = _catalog(store, namespace, catalog).vacuum(retention_hours, dry_run)
+    if as_json:
+        print(json.dumps({"files": removed, "dryRun": dry_run}))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    out.print(f"{verb} {len(removed)} files older than {retention_hours} h")
+
+
 def main() -> None:
     try:
         app()

@@ -1,36 +1,72 @@
-"""A catalog: immutable, versioned Parquet snapshots plus one pointer object.
+"""A catalog: a Delta Lake table of products, hash-partitioned by key.
 
 Layout under `{namespace}/{catalog}/` (docs/loader-contract.md):
 
-    CURRENT                       {"version": N, "manifest": "versions/..."}
-    versions/{N:08d}-{uuid}.json  manifest: parent, snapshot, import id, counts
-    snapshots/{N:08d}-{uuid}.parquet
+    imports/{import id}/          result.json, progress.json, errors.csv, errors.json
 
-A commit uploads the snapshot and the manifest under fresh, never-reused keys, then
-moves CURRENT with a conditional write. CURRENT is the only mutable object, so a writer
-killed at any point leaves the catalog exactly as it was (at worst some unreferenced
-objects), and of two concurrent writers exactly one wins the pointer; the other re-reads
-and recomputes. Version history is the chain of manifests from CURRENT via `parent`.
+and the catalog's Delta table (ObjectStore.table_store: `{namespace}/{catalog}/products/`
+in a directory store, a bucket of its own on MinIO, see s3store.table_bucket):
+
+    _delta_log/                   one JSON commit per version
+    bucket=B/part-*.parquet       the products whose key hashes to bucket B
+
+Version 0 is the empty table; each import that changes something commits one version
+that replaces the files of the buckets it changed, all of them in one commit, so a reader
+never sees half an import. A commit is a conditional PUT of the next log entry: of two
+writers from the same version exactly one wins, the other re-reads and diffs again. Each
+commit carries this project's own record of it (import id, counts, rollback target) as
+commit metadata, which is what `history()` shows. Rollback is Delta's restore (a new
+version with an earlier version's files); retention is Delta's vacuum.
+
+Rows are placed by `bucket_of(sku)`: md5's upper 64 bits modulo the bucket count, which
+the table keeps in its configuration (`productimport.buckets`). md5 is fixed forever,
+unlike DuckDB's hash(), so a key never moves between buckets when DuckDB changes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import re
 import signal
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from productimport.engine.errors import InvalidOptions, PreconditionFailed
+from productimport.engine.errors import (
+    ImportFailure,
+    InvalidOptions,
+    PreconditionFailed,
+    TemporaryFailure,
+)
 from productimport.engine.objectstore import ObjectStore
-from productimport.models.product import ImportCounts
+from productimport.models.product import SNAPSHOT_COLUMNS, ImportCounts
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
 
 FAILPOINT_ENV = "PRODUCTIMPORT_FAILPOINT"
+
+BUCKET_COLUMN = "bucket"
+BUCKETS_KEY = "productimport.buckets"
+# How many versions of the catalog's former layout (CURRENT + manifests) the table was
+# created to take over; while the table is behind that, the migration is unfinished.
+LEGACY_VERSIONS_KEY = "productimport.legacyVersions"
+METADATA_KEY = "productimport"
+# A bucket is what one step of a merge holds at a time: about a quarter of a million
+# products keeps each step's hash table far below DuckDB's memory limit (docs/
+# architecture.md). Powers of two, so that doubling the count splits each bucket in two.
+ROWS_PER_BUCKET = 250_000
+MAX_BUCKETS = 256
 
 
 def failpoint(name: str) -> None:
@@ -55,16 +91,100 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
-class Manifest(BaseModel):
+def bucket_count_for(products: int) -> int:
+    """Buckets for a catalog of this many products: a power of two."""
+    wanted = max(1, math.ceil(products / ROWS_PER_BUCKET))
+    return min(MAX_BUCKETS, 1 << (wanted - 1).bit_length())
+
+
+def bucket_of(sku_sql: str, buckets: int) -> str:
+    """SQL for the bucket of a key."""
+    return f"(md5_number_upper({sku_sql}) % {int(buckets)})::INTEGER"
+
+
+# DuckDB's snapshot column types, as Delta names them.
+_DELTA_TYPES = {
+    "VARCHAR": "string",
+    "DECIMAL(18,4)": "decimal(18,4)",
+    "TIMESTAMP": "timestamp_ntz",
+    "BIGINT": "long",
+    "INTEGER": "integer",
+}
+
+
+def delta_schema() -> Any:
+    """The table's schema: the snapshot columns, then the bucket."""
+    from deltalake import Field, Schema
+    from deltalake.schema import ArrayType, PrimitiveType, StructType
+
+    def kind(duck: str) -> Any:
+        if duck.startswith("STRUCT(key VARCHAR, value VARCHAR)[]"):
+            entry = StructType(
+                [Field("key", PrimitiveType("string")), Field("value", PrimitiveType("string"))]
+            )
+            return ArrayType(entry)
+        if duck.endswith("[]"):
+            return ArrayType(kind(duck[:-2]))
+        return PrimitiveType(_DELTA_TYPES[duck])
+
+    columns = [Field(name, kind(duck)) for name, duck in SNAPSHOT_COLUMNS.items()]
+    return Schema([*columns, Field(BUCKET_COLUMN, PrimitiveType("integer"))])
+
+
+class CatalogVersion(BaseModel):
+    """One version of a catalog, as history shows it."""
+
     version: int
-    key: str = Field(description="this manifest's own key, relative to the catalog")
-    parent: str | None = None
-    snapshot: str | None = Field(None, description="snapshot key; None for an empty catalog")
     products: int = 0
     importId: str | None = None
     counts: ImportCounts | None = None
     rollbackOf: int | None = None
     createdAt: datetime
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One Parquet file of the table; `path` is relative to the table's root."""
+
+    path: str
+    bucket: int
+    size: int
+    rows: int
+
+
+@dataclass
+class Head:
+    """The version an import reads and commits on top of."""
+
+    version: int  # 0: nothing committed yet
+    buckets: int | None  # None: no table yet (the first commit creates it)
+    files: list[DataFile] = field(default_factory=list)
+    table: DeltaTable | None = None
+
+    @property
+    def products(self) -> int:
+        return sum(f.rows for f in self.files)
+
+    def files_of(self, bucket: int) -> list[DataFile]:
+        return [f for f in self.files if f.bucket == bucket]
+
+
+def _record(entry: dict[str, Any]) -> CatalogVersion | None:
+    """This project's record of a commit, from its Delta history entry."""
+    raw = entry.get(METADATA_KEY)
+    if raw is None:
+        return None
+    data = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    if data.get("created"):  # version 0: the table was created, nothing imported
+        return None
+    data.pop("migratedFrom", None)
+    created = data.pop("createdAt", None)
+    when = (
+        datetime.fromisoformat(created)
+        if created
+        else datetime.fromtimestamp(entry["timestamp"] / 1000, UTC)
+    )
+    return CatalogVersion.model_validate({**data, "version": entry["version"], "createdAt": when})
 
 
 class Catalog:
@@ -85,107 +205,248 @@ class Catalog:
         progress.json, errors.csv, errors.json."""
         return self.key(f"imports/{import_id}/{document}")
 
+    @cached_property
+    def table(self) -> ObjectStore:
+        """The store holding the catalog's Delta table (its own bucket on MinIO)."""
+        return self.store.table_store(self.namespace, self.name)
+
+    @property
+    def table_ref(self) -> str:
+        """The Delta table's location, for any Delta reader."""
+        return self.table.table_location()[0]
+
     # -- reading ---------------------------------------------------------------------
-    def head(self) -> tuple[Manifest | None, str | None]:
-        """The current manifest (None for the empty catalog) and CURRENT's ETag."""
-        found = self.store.get_with_etag(self.key("CURRENT"))
-        if found is None:
-            return None, None
-        pointer = json.loads(found[0])
-        return self.manifest(pointer["manifest"]), found[1]
+    def open_table(self, version: int | None = None) -> DeltaTable | None:
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
 
-    def manifest(self, key: str) -> Manifest:
-        return Manifest.model_validate_json(self.store.get(self.key(key)))
+        uri, options = self.table.table_location()
+        with _delta_errors(f"opening {self.table_ref}"):
+            try:
+                return DeltaTable(uri, version=version, storage_options=options)
+            except TableNotFoundError:
+                return None
 
-    def history(self) -> Iterator[Manifest]:
-        """Committed versions, newest first."""
-        current, _ = self.head()
-        while current is not None:
-            yield current
-            current = self.manifest(current.parent) if current.parent else None
+    def head(self) -> Head:
+        """The current version, with its files; a catalog in the former layout is
+        migrated first (engine/legacy.py)."""
+        table = self.open_table()
+        legacy = 0 if table is None else int(_config(table).get(LEGACY_VERSIONS_KEY, 0))
+        if table is None or table.version() < legacy:
+            from productimport.engine.legacy import migrate
 
-    def version(self, number: int) -> Manifest:
-        for manifest in self.history():
-            if manifest.version == number:
-                return manifest
+            if migrate(self):
+                table = self.open_table()
+        if table is None:
+            return Head(version=0, buckets=None)
+        return self.head_of(table)
+
+    def head_of(self, table: DeltaTable) -> Head:
+        with _delta_errors(f"reading {self.table_ref}"):
+            actions = table.get_add_actions(flatten=True)
+            columns = {name: actions.column(name).to_pylist() for name in actions.column_names}
+        rows = columns.get("num_records") or [0] * len(columns["path"])
+        files = [
+            DataFile(path, int(bucket), int(size), int(count or 0))
+            for path, bucket, size, count in zip(
+                columns["path"],
+                columns[f"partition.{BUCKET_COLUMN}"],
+                columns["size_bytes"],
+                rows,
+                strict=True,
+            )
+        ]
+        buckets = int(_config(table)[BUCKETS_KEY])
+        return Head(version=table.version(), buckets=buckets, files=files, table=table)
+
+    def at_version(self, version: int) -> Head:
+        """An earlier version, for reading."""
+        table = self.open_table(version)
+        if table is None:
+            raise InvalidOptions(f"catalog {self.prefix} has no version {version}")
+        return self.head_of(table)
+
+    def history(self, limit: int | None = None) -> list[CatalogVersion]:
+        """Committed versions, newest first (imports, rollbacks and migrated versions)."""
+        self.head()  # migrates a catalog of the former layout
+        table = self.open_table()
+        if table is None:
+            return []
+        with _delta_errors(f"reading the history of {self.table_ref}"):
+            entries = table.history(limit)
+        return [record for entry in entries if (record := _record(entry)) is not None]
+
+    def version(self, number: int) -> CatalogVersion:
+        for record in self.history():
+            if record.version == number:
+                return record
         raise InvalidOptions(f"catalog {self.prefix} has no version {number}")
 
-    def find_import(self, import_id: str, depth: int = 200) -> Manifest | None:
+    def find_import(self, import_id: str, depth: int = 200) -> CatalogVersion | None:
         """The version an import id produced, if it was committed (idempotency)."""
-        for index, manifest in enumerate(self.history()):
-            if manifest.importId == import_id and manifest.rollbackOf is None:
-                return manifest
-            if index >= depth:
-                break
+        for record in self.history(depth):
+            if record.importId == import_id and record.rollbackOf is None:
+                return record
         return None
 
-    def download_snapshot(self, manifest: Manifest | None, target: Path) -> bool:
-        """Copy a version's snapshot to a local file; False for the empty catalog."""
-        if manifest is None or manifest.snapshot is None:
-            return False
-        self.store.download(self.key(manifest.snapshot), target)
-        return True
+    def download(self, data_file: DataFile, target: Path) -> None:
+        self.table.download(data_file.path, target)
 
     # -- writing ---------------------------------------------------------------------
+    def upload(self, local: Path, bucket: int, rows: int, import_id: str) -> DataFile:
+        """Put a bucket's new file in the table's folder; invisible until committed."""
+        name = f"{BUCKET_COLUMN}={bucket}/part-{uuid.uuid4().hex[:16]}-{import_id[:40]}.parquet"
+        data_file = DataFile(name, bucket, local.stat().st_size, rows)
+        self.table.upload(data_file.path, local, "application/vnd.apache.parquet")
+        return data_file
+
+    def create_table(self, buckets: int, legacy_versions: int = 0) -> DeltaTable:
+        """Version 0: the empty table. PreconditionFailed when another writer made it."""
+        from deltalake import CommitProperties, DeltaTable
+        from deltalake.exceptions import CommitFailedError
+
+        self.table.ensure_bucket()
+        uri, options = self.table.table_location()
+        configuration = {BUCKETS_KEY: str(buckets)}
+        if legacy_versions:
+            configuration[LEGACY_VERSIONS_KEY] = str(legacy_versions)
+        try:
+            with _delta_errors(f"creating {self.table_ref}"):
+                return DeltaTable.create(
+                    uri,
+                    delta_schema(),
+                    partition_by=[BUCKET_COLUMN],
+                    name=self.prefix,
+                    configuration=configuration,
+                    storage_options=options,
+                    commit_properties=CommitProperties(
+                        custom_metadata={METADATA_KEY: json.dumps({"created": True})},
+                        # Never rebased: a table another writer created first is theirs.
+                        max_commit_retries=0,
+                    ),
+                    raise_if_key_not_exists=False,  # our own configuration keys
+                )
+        except (ImportFailure, CommitFailedError):
+            if self.open_table() is not None:
+                raise PreconditionFailed(f"{self.table_ref} was created meanwhile") from None
+            raise
+
     def commit(
         self,
-        parent: Manifest | None,
-        parent_etag: str | None,
-        snapshot: Path | None,
-        *,
-        products: int,
-        import_id: str | None,
-        counts: ImportCounts | None,
-        reuse_snapshot: str | None = None,
-        rollback_of: int | None = None,
-    ) -> Manifest:
-        """Publish a new version; PreconditionFailed if CURRENT moved since `parent`."""
-        version = (parent.version if parent else 0) + 1
-        unique = f"{version:08d}-{uuid.uuid4().hex[:12]}"
-        snapshot_key = reuse_snapshot
-        if snapshot is not None:
-            snapshot_key = f"snapshots/{unique}.parquet"
-            self.store.upload(self.key(snapshot_key), snapshot, "application/vnd.apache.parquet")
-            failpoint("after-snapshot-upload")
-        manifest = Manifest(
-            version=version,
-            key=f"versions/{unique}.json",
-            parent=parent.key if parent else None,
-            snapshot=snapshot_key,
-            products=products,
-            importId=import_id,
-            counts=counts,
-            rollbackOf=rollback_of,
-            createdAt=datetime.now(UTC),
-        )
-        self.store.put(
-            self.key(manifest.key), manifest.model_dump_json().encode(), "application/json"
-        )
-        pointer = json.dumps({"version": version, "manifest": manifest.key}).encode()
-        failpoint("before-pointer-move")
-        # The linearisation point: only one writer can move CURRENT from parent_etag.
-        self.store.put_if(self.key("CURRENT"), pointer, parent_etag)
-        failpoint("after-pointer-move")
-        return manifest
+        head: Head,
+        buckets: int,
+        replaced: list[int],
+        added: list[DataFile],
+        record: dict[str, Any],
+    ) -> int:
+        """Publish a version: the files of buckets `replaced` give way to `added`, in
+        one commit on top of `head`. PreconditionFailed if the table moved since."""
+        from deltalake import CommitProperties
+        from deltalake.exceptions import CommitFailedError
+        from deltalake.transaction import AddAction, RemoveAction
 
-    def rollback(self, to_version: int) -> Manifest:
+        failpoint("after-snapshot-upload")
+        table = head.table if head.table is not None else self.create_table(buckets)
+        now = int(time.time() * 1000)
+        gone = set(replaced)
+        actions: list[Any] = [
+            RemoveAction(f.path, True, now, f.size, {BUCKET_COLUMN: str(f.bucket)})
+            for f in head.files
+            if f.bucket in gone
+        ]
+        actions += [
+            AddAction(
+                f.path,
+                f.size,
+                {BUCKET_COLUMN: str(f.bucket)},
+                now,
+                True,
+                json.dumps({"numRecords": f.rows}),
+            )
+            for f in added
+        ]
+        failpoint("before-pointer-move")
+        try:
+            with _delta_errors(f"committing to {self.table_ref}"):
+                table.create_write_transaction(
+                    actions,
+                    mode="append",
+                    schema=table.schema(),
+                    partition_by=[BUCKET_COLUMN],
+                    commit_properties=CommitProperties(
+                        custom_metadata={METADATA_KEY: json.dumps(record, default=str)},
+                        # An import's diff holds against its base version only: a
+                        # conflict means diffing again, never rebasing blindly.
+                        max_commit_retries=0,
+                    ),
+                )
+        except CommitFailedError as exc:
+            raise PreconditionFailed(f"{self.table_ref} moved: {exc}") from exc
+        failpoint("after-pointer-move")
+        return head.version + 1
+
+    def rollback(self, to_version: int) -> CatalogVersion:
         """Make an earlier version current again, as a new version (history is kept)."""
+        from deltalake import CommitProperties
+        from deltalake.exceptions import CommitFailedError
+
         for _attempt in range(5):
-            current, etag = self.head()
-            if current is None:
+            head = self.head()
+            if head.table is None or head.version == 0:
                 raise InvalidOptions(f"catalog {self.prefix} is empty; nothing to roll back")
             target = self.version(to_version)
+            record = {"products": target.products, "rollbackOf": target.version}
             try:
-                return self.commit(
-                    current,
-                    etag,
-                    None,
-                    products=target.products,
-                    import_id=None,
-                    counts=None,
-                    reuse_snapshot=target.snapshot,
-                    rollback_of=target.version,
-                )
-            except PreconditionFailed:
+                with _delta_errors(f"restoring {self.table_ref}"):
+                    head.table.restore(
+                        to_version,
+                        commit_properties=CommitProperties(
+                            custom_metadata={METADATA_KEY: json.dumps(record)},
+                            max_commit_retries=0,
+                        ),
+                    )
+            except CommitFailedError:
                 continue
+            return self.version(head.version + 1)
         raise PreconditionFailed(f"catalog {self.prefix} kept changing during rollback")
+
+    def vacuum(self, retention_hours: int, dry_run: bool = False) -> list[str]:
+        """Delete the files no version younger than `retention_hours` needs: versions
+        older than that can no longer be read or rolled back to."""
+        head = self.head()
+        if head.table is None:
+            return []
+        with _delta_errors(f"vacuuming {self.table_ref}"):
+            return head.table.vacuum(
+                retention_hours=retention_hours,
+                dry_run=dry_run,
+                enforce_retention_duration=False,
+            )
+
+
+def _config(table: DeltaTable) -> dict[str, str]:
+    return dict(table.metadata().configuration)
+
+
+@contextlib.contextmanager
+def _delta_errors(what: str) -> Iterator[None]:
+    """delta-rs failures as the engine's: transport trouble is worth a retry (exit 75),
+    anything else fails the import with delta-rs's message."""
+    from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+    try:
+        yield
+    except (CommitFailedError, TableNotFoundError):
+        raise
+    except (OSError, DeltaError) as exc:
+        text = str(exc)
+        if isinstance(exc, OSError) or _TRANSPORT.search(text):
+            raise TemporaryFailure(f"catalog store unavailable while {what}: {text}") from exc
+        raise ImportFailure(f"{what}: {text}", reason="CatalogError") from exc
+
+
+_TRANSPORT = re.compile(
+    r"error sending request|connection refused|timed out|dns error|connect error|"
+    r"status code: 5\d\d",
+    re.IGNORECASE,
+)

@@ -16,10 +16,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
 
+from productimport.engine.catalog import bucket_of
 from productimport.engine.errors import ImportFailure
 from productimport.engine.options import Mode
 from productimport.engine.parse import sql_string
@@ -52,29 +54,40 @@ class MergeCounts:
 # What a snapshot's content_digest column means, stored in the file's key-value metadata:
 # a digest is trusted only by the same hash over the same fields (DuckDB does not promise
 # hash() across versions); otherwise it is computed again from the fields.
-CONTENT_DIGEST = f"hash({', '.join(CONTENT_FIELDS)})"
+CONTENT_DIGEST = f"(hash({', '.join(CONTENT_FIELDS)}) & 9223372036854775807)::BIGINT"
 DIGEST_KEY = "productimport_content_digest"
 DIGEST_SPEC = f"{CONTENT_DIGEST} duckdb {duckdb.__version__}"
 
 
-def load_current(con: duckdb.DuckDBPyConnection, snapshot: Path | None) -> str:
-    """View CURRENT: the current products, with attributes as entries and a
-    content_digest that holds for this engine, whatever version of it wrote the snapshot."""
-    con.execute(f"DROP VIEW IF EXISTS {CURRENT}")
-    if snapshot is None:
-        con.execute(f"CREATE TEMP VIEW {CURRENT} AS {EMPTY_SNAPSHOT}")
-        return CURRENT
-    path = sql_string(str(snapshot))
-    source = f"read_parquet({path})"
+def load_current(
+    con: duckdb.DuckDBPyConnection, files: list[Path] | Path | None, name: str = CURRENT
+) -> str:
+    """View `name`: the current products of these files (a whole catalog version, or one
+    bucket of it), with attributes as entries and a content_digest that holds for this
+    engine, whatever version of it wrote the files."""
+    if isinstance(files, Path):
+        files = [files]
+    con.execute(f"DROP VIEW IF EXISTS {name}")
+    if not files:
+        con.execute(f"CREATE TEMP VIEW {name} AS {EMPTY_SNAPSHOT}")
+        return name
+    paths = "[" + ", ".join(sql_string(str(f)) for f in files) + "]"
+    source = f"read_parquet({paths}, hive_partitioning = false)"
     kinds = dict(
         con.execute(
             f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {source})"
         ).fetchall()
     )
+    # Every file must carry this engine's digest spec for the digests to be trusted.
     specs = con.execute(
-        f"SELECT decode(value) FROM parquet_kv_metadata({path}) WHERE decode(key) = ?",
+        f"SELECT DISTINCT decode(value) FROM parquet_kv_metadata({paths}) WHERE decode(key) = ?",
         [DIGEST_KEY],
     ).fetchall()
+    (spec_files,) = con.execute(  # type: ignore[misc]
+        f"SELECT count(DISTINCT file_name) FROM parquet_kv_metadata({paths}) WHERE decode(key) = ?",
+        [DIGEST_KEY],
+    ).fetchone()
+    trusted = specs == [(DIGEST_SPEC,)] and spec_files == len(files)
     replace = []
     # Snapshots written before attributes were stored as entries hold a MAP.
     if kinds.get("attributes", "").startswith("MAP"):
@@ -82,19 +95,23 @@ def load_current(con: duckdb.DuckDBPyConnection, snapshot: Path | None) -> str:
     columns = "*"
     if "content_digest" not in kinds:
         columns = f"*, {CONTENT_DIGEST} AS content_digest"
-    elif specs != [(DIGEST_SPEC,)]:
+    elif not trusted:
         replace.append(f"{CONTENT_DIGEST} AS content_digest")
     if replace:
         columns = columns.replace("*", f"* REPLACE ({', '.join(replace)})", 1)
-    con.execute(f"CREATE TEMP VIEW {CURRENT} AS SELECT {columns} FROM {source}")
-    return CURRENT
+    con.execute(f"CREATE TEMP VIEW {name} AS SELECT {columns} FROM {source}")
+    return name
 
 
 def build_keyed(
-    con: duckdb.DuckDBPyConnection, projection: Projection, checked: str, current: str
+    con: duckdb.DuckDBPyConnection,
+    projection: Projection,
+    checked: str,
+    current: str,
+    buckets: int,
 ) -> str:
     """Table KEYED: each row's catalog key (Elastic Path matches by id, then
-    external_ref), its key's first row, and whether the catalog has it.
+    external_ref), its key's first row, whether the catalog has it, and its bucket.
 
     Reads the narrow first pass and only the key columns of the current products, so it
     is cheap to redo when another import moved the catalog meanwhile.
@@ -127,7 +144,8 @@ def build_keyed(
         )
         SELECT m.*, coalesce(m.sku IN (SELECT sku FROM {current}), false)
                    AS exists_in_catalog,
-               coalesce(s.first_rn, m.rn) AS first_rn
+               coalesce(s.first_rn, m.rn) AS first_rn,
+               {bucket_of("m.sku", buckets)} AS bucket
         FROM matched m LEFT JOIN shared s ON s.sku = m.sku
     """)
     return KEYED
@@ -284,6 +302,7 @@ def merge(
     incoming_sql: str,
     current: str,
     verdicts: Verdicts,
+    now: datetime | None = None,
 ) -> MergeCounts:
     """Write the next snapshot to `target` from `incoming_sql` (the accepted rows, typed,
     with their resolved key), and count.
@@ -327,7 +346,8 @@ def merge(
             f"ELSE list_sort({_merged_attributes()}) = list_sort(c_attributes) END"
         ]
     )
-    now = con.execute("SELECT now()::TIMESTAMP").fetchone()[0]  # type: ignore[index]
+    if now is None:
+        now = con.execute("SELECT now()::TIMESTAMP").fetchone()[0]  # type: ignore[index]
     stamp = f"TIMESTAMP {sql_string(now.isoformat(sep=' '))}"
     this_import = sql_string(import_id)
     # The products the file leaves as they are, listed before the merge so that its

@@ -51,6 +51,8 @@ class ObjectStore(Protocol):
     def list(self, prefix: str) -> Iterator[str]: ...
     def delete(self, key: str) -> None: ...
     def ensure_bucket(self) -> None: ...
+    def table_store(self, namespace: str, catalog: str) -> ObjectStore: ...
+    def table_location(self) -> tuple[str, dict[str, str]]: ...
 
 
 class LocalObjectStore:
@@ -159,6 +161,14 @@ class LocalObjectStore:
     def ensure_bucket(self) -> None:
         """A directory store has no bucket; its folders are made by the writes."""
 
+    def table_store(self, namespace: str, catalog: str) -> LocalObjectStore:
+        """Where a catalog's Delta table lives: `{namespace}/{catalog}/products`."""
+        return LocalObjectStore(self._path(f"{namespace}/{catalog}/products"))
+
+    def table_location(self) -> tuple[str, dict[str, str]]:
+        """This store as a Delta table's location, and delta-rs's options for it."""
+        return str(self.root), {}
+
 
 def parse_s3_url(url: str) -> tuple[str, str]:
     parsed = urlparse(url)
@@ -174,7 +184,10 @@ def open_store(location: str | None) -> ObjectStore:
         from productimport.engine.s3store import MinioObjectStore, minio_client
 
         bucket, prefix = parse_s3_url(location)
-        return MinioObjectStore(minio_client(), bucket, prefix)
+        from productimport.engine.s3store import MinioSettings
+
+        settings = MinioSettings()
+        return MinioObjectStore(minio_client(settings), bucket, prefix, settings)
     return LocalObjectStore(location)
 
 

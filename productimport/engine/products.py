@@ -10,32 +10,36 @@ from typing import Any
 import duckdb
 
 from productimport.engine import sandbox
-from productimport.engine.catalog import Catalog, Manifest
+from productimport.engine.catalog import Catalog, Head
 from productimport.engine.parse import sql_string
 from productimport.models.product import HIDDEN_COLUMNS, attributes_dict
 
-# Snapshots are immutable, so a local copy keyed by the snapshot's full reference can be
-# reused for as long as it exists.
+# A table's data files are never rewritten (a change is a new file), so a local copy
+# keyed by the file's full reference can be reused for as long as it exists.
 CACHE_DIR = Path(tempfile.gettempdir()) / "productimport-snapshots"
 
 
-def _local_snapshot(catalog: Catalog, manifest: Manifest) -> Path | None:
-    if manifest.snapshot is None:
-        return None
-    ref = catalog.ref(manifest.snapshot)
+def _local_files(catalog: Catalog, head: Head) -> list[Path]:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    path = CACHE_DIR / (hashlib.sha256(ref.encode()).hexdigest() + ".parquet")
-    if not path.exists():
-        partial = path.with_suffix(".partial")
-        catalog.store.download(catalog.key(manifest.snapshot), partial)
-        partial.replace(path)
-    return path
+    paths = []
+    for data_file in head.files:
+        ref = f"{catalog.table_ref}/{data_file.path}"
+        path = CACHE_DIR / (hashlib.sha256(ref.encode()).hexdigest() + ".parquet")
+        if not path.exists():
+            partial = path.with_suffix(".partial")
+            catalog.download(data_file, partial)
+            partial.replace(path)
+        paths.append(path)
+    return paths
 
 
-def _manifest(catalog: Catalog, version: int | None) -> Manifest | None:
-    if version is None:
-        return catalog.head()[0]
-    return catalog.version(version)
+def _version(catalog: Catalog, version: int | None) -> Head:
+    return catalog.head() if version is None else catalog.at_version(version)
+
+
+def _source(paths: list[Path]) -> str:
+    listed = ", ".join(sql_string(str(p)) for p in paths)
+    return f"read_parquet([{listed}], hive_partitioning = false)"
 
 
 def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[dict[str, Any]]:
@@ -59,12 +63,11 @@ def list_products(
     catalog: Catalog, *, offset: int = 0, limit: int = 100, version: int | None = None
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of products ordered by SKU, and the total count."""
-    manifest = _manifest(catalog, version)
-    path = _local_snapshot(catalog, manifest) if manifest else None
-    if path is None:
+    paths = _local_files(catalog, _version(catalog, version))
+    if not paths:
         return [], 0
-    with sandbox.connect(files=[path]) as con:
-        source = f"read_parquet({sql_string(str(path))})"
+    with sandbox.connect(files=paths) as con:
+        source = _source(paths)
         total = con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]  # type: ignore[index]
         products = _rows(
             con, f"SELECT * FROM {source} ORDER BY sku LIMIT ? OFFSET ?", [limit, offset]
@@ -73,12 +76,9 @@ def list_products(
 
 
 def get_product(catalog: Catalog, sku: str, version: int | None = None) -> dict[str, Any] | None:
-    manifest = _manifest(catalog, version)
-    path = _local_snapshot(catalog, manifest) if manifest else None
-    if path is None:
+    paths = _local_files(catalog, _version(catalog, version))
+    if not paths:
         return None
-    with sandbox.connect(files=[path]) as con:
-        found = _rows(
-            con, f"SELECT * FROM read_parquet({sql_string(str(path))}) WHERE sku = ?", [sku]
-        )
+    with sandbox.connect(files=paths) as con:
+        found = _rows(con, f"SELECT * FROM {_source(paths)} WHERE sku = ?", [sku])
     return found[0] if found else None

@@ -35,3 +35,7 @@ RAW_UNNUMBERED = "raw_unnumbered"
 STAGED_UNNUMBERED = "staged_unnumbered"
 TYPED_UNNUMBERED = "typed_unnumbered"
 UNTOUCHED = "untouched"  # current products the file leaves as they are (merge)
+# The merge runs bucket by bucket (runner._merge_buckets):
+INCOMING_SHAPE = "incoming_shape"  # no rows: the columns of the accepted rows, typed
+CURRENT_BUCKET = "cur_bucket"  # one bucket of CURRENT
+KEYED_BUCKET = "keyed_bucket"  # the rows of KEYED in that bucket

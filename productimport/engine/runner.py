@@ -7,6 +7,7 @@ writer moved the catalog pointer first (optimistic concurrency).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import re
@@ -20,7 +21,14 @@ from pathlib import Path
 import duckdb
 
 from productimport.engine import sandbox
-from productimport.engine.catalog import Catalog
+from productimport.engine.catalog import (
+    BUCKET_COLUMN,
+    Catalog,
+    DataFile,
+    Head,
+    bucket_count_for,
+    bucket_of,
+)
 from productimport.engine.errors import (
     CommitConflict,
     ErrorPolicyExceeded,
@@ -32,10 +40,12 @@ from productimport.engine.errors import (
 )
 from productimport.engine.lines import record_start_lines, records_for_valid_rows
 from productimport.engine.merge import (
+    MergeCounts,
     Verdicts,
     accepted_by_key,
     accepted_by_rn,
     build_keyed,
+    forced_join_order,
     load_current,
     merge,
 )
@@ -59,6 +69,9 @@ from productimport.engine.progress import ProgressReporter
 from productimport.engine.relations import (
     CHECKED,
     CHECKED_ROWS,
+    CURRENT_BUCKET,
+    INCOMING_SHAPE,
+    KEYED_BUCKET,
     RAW,
     RAW_UNNUMBERED,
     STAGED,
@@ -94,6 +107,26 @@ SNAPSHOT_PARQUET = (
     "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 61440, "
     "PARQUET_VERSION V2"
 )
+# The accepted rows split by bucket, read once more each: written fast, not small.
+STAGE_PARQUET = f"FORMAT parquet, COMPRESSION uncompressed, PARTITION_BY ({BUCKET_COLUMN})"
+# Files moved to or from the store at a time.
+TRANSFERS = 4
+
+
+@dataclass
+class _Bucket:
+    """A bucket the import changed: its new file (`rows` 0: the bucket is now empty)."""
+
+    bucket: int
+    path: Path
+    rows: int
+
+
+@dataclass
+class _Merged:
+    counts: MergeCounts
+    products: int
+    changed: list[_Bucket]
 
 
 @dataclass
@@ -357,17 +390,17 @@ class ImportRun:
         malformed = data.malformed
 
         for attempt in range(COMMIT_ATTEMPTS):
-            head, etag = self.catalog.head()
-            snapshot = workdir / "current.parquet"
-            has_current = self.catalog.download_snapshot(head, snapshot)
-            current = load_current(con, snapshot if has_current else None)
+            head = self.catalog.head()
+            buckets = head.buckets or bucket_count_for(staged_rows)
+            local = self._download(head, workdir / f"v{head.version}")
+            current = load_current(con, [path for paths in local.values() for path in paths])
             if attempt:  # the first pass was dropped to leave the merge its memory
                 self._checked(con, data, f"{REJECTS}_{attempt}_checked")
-            keyed = build_keyed(con, data.projection, CHECKED, current)
+            keyed = build_keyed(con, data.projection, CHECKED, current, buckets)
             verdicts = Verdicts(
                 keyed,
                 build_row_errors(
-                    con, data.projection, self.options.mode, has_current, CHECKED, keyed
+                    con, data.projection, self.options.mode, bool(head.files), CHECKED, keyed
                 ),
             )
             con.execute(f"DROP VIEW {CHECKED}")
@@ -386,31 +419,21 @@ class ImportRun:
                 self.state.counts = counts
                 self._check_policy(counts)
                 self.progress.stage("merging", rows=counts.rows)
-                target = workdir / "next.parquet"
-                merged = merge(
-                    con,
-                    data.projection,
-                    self.options.mode,
-                    self.options.import_id,
-                    target,
-                    SNAPSHOT_PARQUET,
-                    self._incoming(con, data, attempt, verdicts),
-                    current,
-                    verdicts,
-                )
+                merged = self._merge_buckets(
+                    con, data.projection, workdir / f"attempt-{attempt}", head, buckets, local,
+                    self._incoming(con, data, attempt, verdicts), verdicts,
+                )  # fmt: skip
                 if _file_stamp(source.path) != stamp:
                     raise ParseError(f"{source.name} changed while it was being imported")
             finally:
                 errors = error_records()
                 errors_ref = self._write_errors(workdir, errors)
-            counts.created, counts.updated = merged.created, merged.updated
-            counts.unchanged, counts.deleted = merged.unchanged, merged.deleted
-            version = head.version if head else 0
-            changed = counts.created or counts.updated or counts.deleted
-            if self.options.dry_run or not changed:
+            counts.created, counts.updated = merged.counts.created, merged.counts.updated
+            counts.unchanged, counts.deleted = merged.counts.unchanged, merged.counts.deleted
+            if self.options.dry_run or not merged.changed:
                 return self._succeeded(
                     counts,
-                    version,
+                    head.version,
                     errors_ref,
                     errors,
                     note="dry run, nothing committed"
@@ -418,28 +441,109 @@ class ImportRun:
                     else "catalog unchanged",
                 )
             self.progress.stage("committing", rows=counts.rows)
+            added = self._upload(merged.changed)
+            record = {
+                "importId": self.options.import_id,
+                "counts": counts.model_dump(),
+                "products": merged.products,
+                "createdAt": datetime.now(UTC).isoformat(),
+            }
             try:
-                manifest = self.catalog.commit(
-                    head,
-                    etag,
-                    target,
-                    products=merged.products,
-                    import_id=self.options.import_id,
-                    counts=counts,
+                version = self.catalog.commit(
+                    head, buckets, [b.bucket for b in merged.changed], added, record
                 )
             except PreconditionFailed:
                 self.progress.note("another import committed first; merging again")
                 continue
             return self._succeeded(
-                counts,
-                manifest.version,
-                errors_ref,
-                errors,
-                note=f"committed as version {manifest.version}",
+                counts, version, errors_ref, errors, note=f"committed as version {version}"
             )
         raise CommitConflict(
             f"the catalog kept changing under this import ({COMMIT_ATTEMPTS} attempts)"
         )
+
+    def _download(self, head: Head, directory: Path) -> dict[int, list[Path]]:
+        """The current version's files, local, by bucket (several at a time: each is a
+        round trip to the store)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        targets = [(f, directory / f.path.replace("/", "_")) for f in head.files]
+        with ThreadPoolExecutor(max_workers=TRANSFERS, thread_name_prefix="download") as pool:
+            list(pool.map(lambda item: self.catalog.download(*item), targets))
+        local: dict[int, list[Path]] = {}
+        for data_file, path in targets:
+            local.setdefault(data_file.bucket, []).append(path)
+        return local
+
+    def _upload(self, changed: list[_Bucket]) -> list[DataFile]:
+        """Put the changed buckets' files in place (none for a bucket left empty)."""
+        import_id = self.options.import_id
+        written = [b for b in changed if b.rows]
+        with ThreadPoolExecutor(max_workers=TRANSFERS, thread_name_prefix="upload") as pool:
+            return list(
+                pool.map(
+                    lambda b: self.catalog.upload(b.path, b.bucket, b.rows, import_id), written
+                )
+            )
+
+    def _merge_buckets(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        projection: Projection,
+        directory: Path,
+        head: Head,
+        buckets: int,
+        local: dict[int, list[Path]],
+        incoming_sql: str,
+        verdicts: Verdicts,
+    ) -> _Merged:
+        """Merge bucket by bucket: the accepted rows are written once, split by bucket,
+        then each bucket's rows are merged with that bucket of the current version, so no
+        step holds more than a bucket's share of the catalog (docs/architecture.md)."""
+        stage = directory / "incoming"
+        directory.mkdir(parents=True, exist_ok=True)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {INCOMING_SHAPE} AS {incoming_sql} LIMIT 0")
+        with forced_join_order(con):
+            con.execute(
+                f"COPY (SELECT *, {bucket_of('sku', buckets)} AS {BUCKET_COLUMN} "
+                f"FROM ({incoming_sql})) TO {sql_string(str(stage))} ({STAGE_PARQUET})"
+            )
+        now = con.execute("SELECT now()::TIMESTAMP").fetchone()[0]  # type: ignore[index]
+        mode = self.options.mode
+        total = MergeCounts(0, 0, 0, 0, head.products)
+        changed: list[_Bucket] = []
+        for bucket in range(buckets):
+            staged = stage / f"{BUCKET_COLUMN}={bucket}"
+            current_files = local.get(bucket, [])
+            if not staged.exists() and (mode is not Mode.replace or not current_files):
+                continue  # no row of the file, no product to delete: nothing changes
+            incoming = (
+                f"SELECT * FROM read_parquet({sql_string(str(staged / '*.parquet'))}, "
+                "hive_partitioning = false)"
+                if staged.exists()
+                else f"FROM {INCOMING_SHAPE}"
+            )
+            current = load_current(con, current_files, CURRENT_BUCKET)
+            con.execute(
+                f"CREATE OR REPLACE TEMP VIEW {KEYED_BUCKET} AS "
+                f"SELECT * FROM {verdicts.keyed} WHERE {BUCKET_COLUMN} = {bucket}"
+            )
+            target = directory / f"{BUCKET_COLUMN}-{bucket}.parquet"
+            counts = merge(
+                con, projection, mode, self.options.import_id, target,
+                SNAPSHOT_PARQUET, incoming, current,
+                Verdicts(KEYED_BUCKET, verdicts.row_errors), now,
+            )  # fmt: skip
+            before = sum(f.rows for f in head.files_of(bucket))
+            total.created += counts.created
+            total.updated += counts.updated
+            total.unchanged += counts.unchanged
+            total.deleted += counts.deleted
+            total.products += counts.products - before
+            if counts.created or counts.updated or counts.deleted:
+                changed.append(_Bucket(bucket, target, counts.products))
+            else:
+                target.unlink(missing_ok=True)
+        return _Merged(total, total.products, changed)
 
     def _incoming(
         self, con: duckdb.DuckDBPyConnection, data: _Input, attempt: int, verdicts: Verdicts
@@ -634,11 +738,8 @@ class ImportRun:
     def _failed(self, reason: str, message: str) -> ImportResult:
         errors = self.state.errors
         head_version = 0
-        try:
-            head, _ = self.catalog.head()
-            head_version = head.version if head else 0
-        except ImportFailure:
-            pass
+        with contextlib.suppress(ImportFailure):
+            head_version = self.catalog.head().version
         return result_of(
             self.options,
             "Failed",

@@ -4,6 +4,7 @@ is an s3:// URL; see objectstore.py)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +51,42 @@ def minio_client(settings: MinioSettings | None = None) -> Minio:
     )
 
 
+TABLE_FOLDER = "products"
+
+
+def table_bucket(bucket: str, prefix: str, namespace: str, catalog: str) -> str:
+    """The bucket of one catalog's Delta table.
+
+    A bucket per catalog, because a Delta reader must list the table's log and MinIO
+    cannot confine a listing right to a prefix of a shared bucket (an `s3:prefix`
+    condition is satisfied by a request header: docs/security.md). The name is the
+    catalog bucket's, then 32 hex digits of a hash of the catalog's full location:
+    injective in practice, within S3's 63 characters, and stable.
+    """
+    digest = hashlib.sha256(f"{bucket}/{prefix}/{namespace}/{catalog}".encode()).hexdigest()
+    return f"{bucket[:30].rstrip('.-')}-{digest[:32]}"
+
+
+def delta_storage_options(settings: MinioSettings) -> dict[str, str]:
+    """delta-rs's object-store options for this MinIO (docs/research/delta-lake-on-minio.md).
+
+    Commits are conditional PUTs (`If-None-Match: *` on the next log entry), which MinIO
+    honours; `conditional_put=etag` says so explicitly. No locking service is needed.
+    """
+    scheme = "https" if settings.secure else "http"
+    options = {
+        "AWS_ENDPOINT_URL": f"{scheme}://{settings.endpoint}",
+        "AWS_ACCESS_KEY_ID": settings.access_key,
+        "AWS_SECRET_ACCESS_KEY": settings.secret_key,
+        "AWS_REGION": settings.region or "us-east-1",
+        "AWS_ALLOW_HTTP": "false" if settings.secure else "true",
+        "conditional_put": "etag",
+    }
+    if settings.session_token:
+        options["AWS_SESSION_TOKEN"] = settings.session_token
+    return options
+
+
 @contextlib.contextmanager
 def _store_errors(what: str) -> Iterator[None]:
     """Turn transport failures into the engine's retryable failure."""
@@ -62,8 +99,17 @@ def _store_errors(what: str) -> Iterator[None]:
 class MinioObjectStore:
     """Objects in a MinIO bucket under an optional prefix."""
 
-    def __init__(self, client: Minio, bucket: str, prefix: str = "") -> None:
+    def __init__(
+        self,
+        client: Minio,
+        bucket: str,
+        prefix: str = "",
+        settings: MinioSettings | None = None,
+    ) -> None:
         self.client = client
+        # The same server and credentials, for delta-rs (catalog tables); by default the
+        # environment's, as minio_client() takes them.
+        self.settings = settings or MinioSettings()
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self._bucket_checked = False
@@ -73,6 +119,15 @@ class MinioObjectStore:
 
     def ref(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+    def table_store(self, namespace: str, catalog: str) -> MinioObjectStore:
+        """Where a catalog's Delta table lives: a bucket of its own (table_bucket)."""
+        bucket = table_bucket(self.bucket, self.prefix, namespace, catalog)
+        return MinioObjectStore(self.client, bucket, TABLE_FOLDER, self.settings)
+
+    def table_location(self) -> tuple[str, dict[str, str]]:
+        """This store as a Delta table's location, and delta-rs's options for it."""
+        return f"s3://{self.bucket}/{self.prefix}", delta_storage_options(self.settings)
 
     def ensure_bucket(self) -> None:
         if self._bucket_checked:

@@ -72,7 +72,7 @@ SNAPSHOT_COLUMNS: dict[str, str] = {
     "created_at": "TIMESTAMP",
     "updated_at": "TIMESTAMP",
     "import_id": "VARCHAR",
-    "content_digest": "UBIGINT",
+    "content_digest": "BIGINT",  # 63 bits of hash(): Delta has no unsigned integers
 }
 HIDDEN_COLUMNS = frozenset({"content_digest"})
 
