@@ -1,6 +1,7 @@
 """Read a catalog's current products for the API, through the engine's Catalog.
 
-Snapshots are immutable, so the Parquet file of the current version is downloaded once
+A version's data files are immutable, so the files of the current version (its
+"snapshot": one directory of Parquet files, one or more per bucket) are downloaded once
 per version and queried with DuckDB (paging and key lookups without loading the catalog
 into Python).
 
@@ -17,6 +18,7 @@ event loop (an anyio lock), so requests queued behind it hold no worker thread e
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -34,7 +36,7 @@ from minio import Minio
 
 from productimport.api.errors import ApiError
 from productimport.api.settings import ApiSettings
-from productimport.engine.catalog import Catalog
+from productimport.engine.catalog import Catalog, Head
 from productimport.engine.objectstore import MinioObjectStore
 from productimport.models.product import HIDDEN_COLUMNS, Product, attributes_dict
 
@@ -47,7 +49,7 @@ DOWNLOAD_CHUNK = 1024 * 1024
 @dataclass(frozen=True)
 class Snapshot:
     version: int
-    path: Path | None  # None: the empty catalog
+    path: Path | None  # a directory of Parquet files; None: the empty catalog
 
 
 @dataclass
@@ -144,7 +146,7 @@ class SnapshotCache:
             download(partial, size)
             partial.rename(path)
         except BaseException:
-            partial.unlink(missing_ok=True)
+            _remove(partial)
             with self._meta:
                 self._drop(path)
             raise
@@ -182,7 +184,43 @@ class SnapshotCache:
         entry = self._entries.pop(path, None)
         if entry is not None:
             self._used -= entry.size
-            path.unlink(missing_ok=True)
+            _remove(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class RemoteSnapshot:
+    """A catalog version's files in the store: the cache entry's name, its size, and how
+    to download it into a directory."""
+
+    name: str
+    size: int
+    download: Callable[[Path, int], None]
+
+
+def remote_snapshot(client: Minio, catalog: Catalog, head: Head) -> RemoteSnapshot:
+    table = catalog.table
+    assert isinstance(table, MinioObjectStore)
+    files = sorted(head.files, key=lambda f: f.path)
+
+    def download(target: Path, expected: int) -> None:
+        target.mkdir(parents=True)
+        for index, data_file in enumerate(files):
+            key = f"{table.prefix}/{data_file.path}"
+            local = target / f"{index:05d}.parquet"
+            download_object(client, table.bucket, key, local, data_file.size)
+
+    # Named by the version and its files: a catalog deleted and made again reuses
+    # version numbers, never file names.
+    listing = "\n".join(f.path for f in files).encode()
+    name = f"v{head.version}-{hashlib.sha256(listing).hexdigest()[:16]}"
+    return RemoteSnapshot(name, sum(f.size for f in files), download)
 
 
 def cache_directory(configured: str | None) -> Path:
@@ -224,7 +262,9 @@ def _abandoned(path: Path) -> bool:
 class CatalogReader:
     def __init__(self, client: Minio, settings: ApiSettings, cache_dir: Path | None = None) -> None:
         self._client = client
-        self._store = MinioObjectStore(client, settings.catalog_bucket, settings.catalog_prefix)
+        self._store = MinioObjectStore(
+            client, settings.catalog_bucket, settings.catalog_prefix, settings.minio
+        )
         self.cache = SnapshotCache(
             cache_dir or cache_directory(settings.snapshot_cache_dir),
             settings.snapshot_cache_bytes,
@@ -232,32 +272,22 @@ class CatalogReader:
 
     @contextlib.asynccontextmanager
     async def open(self, namespace: str, catalog: str) -> AsyncIterator[Snapshot | None]:
-        """The catalog's current version, its snapshot local and pinned for the block.
+        """The catalog's current version, its files local and pinned for the block.
         None when the catalog has never been written."""
         cat = Catalog(self._store, namespace, catalog)
-        manifest, _ = await anyio.to_thread.run_sync(cat.head)
-        if manifest is None:
+        head = await anyio.to_thread.run_sync(cat.head)
+        if head.table is None:
             yield None
             return
-        if manifest.snapshot is None:
-            yield Snapshot(manifest.version, None)
+        if not head.files:
+            yield Snapshot(head.version, None)
             return
-        key = self._object_key(cat.key(manifest.snapshot))
-        bucket = self._store.bucket
-
-        def size() -> int:
-            return int(self._client.stat_object(bucket, key).size or 0)
-
-        def download(target: Path, expected: int) -> None:
-            download_object(self._client, bucket, key, target, expected)
-
-        name = Path(manifest.snapshot).name
-        async with self.cache.pinned(namespace, catalog, name, size, download) as path:
-            yield Snapshot(manifest.version, path)
-
-    def _object_key(self, relative: str) -> str:
-        prefix = self._store.prefix
-        return f"{prefix}/{relative}" if prefix else relative
+        remote = remote_snapshot(self._client, cat, head)
+        pinned = self.cache.pinned(
+            namespace, catalog, remote.name, lambda: remote.size, remote.download
+        )
+        async with pinned as path:
+            yield Snapshot(head.version, path)
 
     async def page(
         self, namespace: str, catalog: str, limit: int, offset: int
@@ -297,8 +327,8 @@ def _page(snap: Snapshot, limit: int, offset: int) -> tuple[int, list[dict[str, 
         return 0, []
     from productimport.engine import sandbox  # lazily: the upload path never needs DuckDB
 
-    with sandbox.connect(files=[snap.path]) as con:
-        source = f"read_parquet('{_quote(snap.path)}')"
+    with sandbox.connect(directories=[snap.path]) as con:
+        source = _source(snap.path)
         (total,) = con.execute(f"SELECT count(*) FROM {source}").fetchone()  # type: ignore[misc]
         cursor = con.execute(
             f"SELECT * FROM {source} ORDER BY sku LIMIT ? OFFSET ?", [limit, offset]
@@ -311,16 +341,15 @@ def _get(snap: Snapshot, sku: str) -> dict[str, Any] | None:
         return None
     from productimport.engine import sandbox
 
-    with sandbox.connect(files=[snap.path]) as con:
-        cursor = con.execute(
-            f"SELECT * FROM read_parquet('{_quote(snap.path)}') WHERE sku = ?", [sku]
-        )
+    with sandbox.connect(directories=[snap.path]) as con:
+        cursor = con.execute(f"SELECT * FROM {_source(snap.path)} WHERE sku = ?", [sku])
         rows = _rows(cursor)
     return rows[0] if rows else None
 
 
-def _quote(path: Path) -> str:
-    return str(path).replace("'", "''")
+def _source(directory: Path) -> str:
+    pattern = str(directory / "*.parquet").replace("'", "''")
+    return f"read_parquet('{pattern}', hive_partitioning = false)"
 
 
 def _rows(cursor: Any) -> list[dict[str, Any]]:

@@ -57,6 +57,16 @@ OPERATOR_STORE_POLICY = {
          "Resource": [f"arn:aws:s3:::{CATALOG_BUCKET}/*"]},
         {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:CreateBucket"],
          "Resource": [f"arn:aws:s3:::{CATALOG_BUCKET}"]},
+        # Each catalog's Delta table has a bucket of its own, named after the catalog
+        # bucket (productimport/engine/s3store.py table_bucket): the operator makes it,
+        # an import lists, reads and writes its own only, and retention deletes in it.
+        {"Effect": "Allow",
+         "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:CreateBucket"],
+         "Resource": [f"arn:aws:s3:::{CATALOG_BUCKET}-*"]},
+        {"Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload",
+                    "s3:DeleteObject"],
+         "Resource": [f"arn:aws:s3:::{CATALOG_BUCKET}-*/*"]},
     ],
 }  # fmt: skip
 

@@ -51,23 +51,28 @@ def check_source(namespace: str, spec: ProductImportSpec, upload_bucket: str) ->
         raise SourceNotAllowed(f"{where}: a source key may not contain '..', '*', '?' or '$'")
 
 
-def session_policy(catalog_objects: str, source: str | None) -> dict[str, Any]:
+def session_policy(catalog_objects: str, source: str | None, table: str) -> dict[str, Any]:
     """The loader's permissions, from s3:// references: its catalog's objects (read,
-    write, abort a multipart upload; `catalog_objects` ends in a wildcard) and its source
-    object (read). No listing (MinIO's s3:prefix condition can be satisfied by a request
-    header on the version pinned here), no delete, nothing of the bucket."""
+    write, abort a multipart upload; `catalog_objects` ends in a wildcard), its catalog's
+    Delta table (`table`, in a bucket of its own: list, read, write) and its source
+    object (read). Nothing is listed outside the table's own bucket (MinIO's s3:prefix
+    condition can be satisfied by a request header on the version pinned here, which is
+    why each table has a bucket), no delete, nothing of any other bucket."""
 
     def arn(ref: str) -> str:
         if not ref.startswith("s3://"):
             raise ValueError(f"the operator's store and sources must be s3://, not {ref!r}")
         return "arn:aws:s3:::" + ref.removeprefix("s3://")
 
+    table_bucket = arn(table).split("/", 1)[0]
     statements: list[dict[str, Any]] = [
         {
             "Effect": "Allow",
             "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
-            "Resource": [arn(catalog_objects)],
+            "Resource": [arn(catalog_objects), f"{table_bucket}/*"],
         },
+        # A Delta reader lists the table's log to find its latest version.
+        {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [table_bucket]},
     ]
     if source is not None:
         statements.append(
@@ -103,11 +108,11 @@ def mint(settings: MinioSettings, policy: dict[str, Any], seconds: int) -> dict[
 
 class LoaderCredentials(Protocol):
     """The seam the reconciler gets a loader's credentials through: the MINIO_* variables
-    for a loader that may read and write `catalog_objects` and read `source` (s3://
-    references, `catalog_objects` ending in a wildcard; `source` None for a URL source).
-    Raises TemporaryFailure when they cannot be had now."""
+    for a loader that may read and write `catalog_objects` and its catalog's Delta table
+    `table` and read `source` (s3:// references, `catalog_objects` ending in a wildcard;
+    `source` None for a URL source). Raises TemporaryFailure when they cannot be had now."""
 
-    def __call__(self, catalog_objects: str, source: str | None) -> dict[str, str]: ...
+    def __call__(self, catalog_objects: str, source: str | None, table: str) -> dict[str, str]: ...
 
 
 class StsCredentials:
@@ -117,5 +122,6 @@ class StsCredentials:
         self.settings = settings
         self.seconds = seconds
 
-    def __call__(self, catalog_objects: str, source: str | None) -> dict[str, str]:
-        return mint(self.settings, session_policy(catalog_objects, source), self.seconds)
+    def __call__(self, catalog_objects: str, source: str | None, table: str) -> dict[str, str]:
+        policy = session_policy(catalog_objects, source, table)
+        return mint(self.settings, policy, self.seconds)

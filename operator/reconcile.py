@@ -359,14 +359,16 @@ class Reconciler:
         """The Job's own MinIO credentials, scoped to its source and catalog, in a Secret
         named as the Job and owned by the import."""
         namespace = obj["metadata"]["namespace"]
-        # The loader cannot create the bucket with these credentials: the operator does
-        # (once per process; the store remembers it checked).
+        # The loader cannot create buckets with these credentials: the operator makes the
+        # catalog bucket (once per process; the store remembers it checked) and the
+        # bucket of the catalog's Delta table.
         self.reports.store.ensure_bucket()
         # The catalog's keys exactly as the loader names them (same Catalog, same store).
         catalog = Catalog(self.reports.store, namespace, spec.catalog)
+        catalog.table.ensure_bucket()
         src = spec.source.object
         data = self.loader_credentials(
-            catalog.ref("*"), f"s3://{src.bucket}/{src.key}" if src else None
+            catalog.ref("*"), f"s3://{src.bucket}/{src.key}" if src else None, catalog.table_ref
         )
         self.kube.put_secret(namespace, name, data, owner=obj)
         # Versions before this one left the operator's own keys here: take them away.

@@ -438,6 +438,8 @@ def _delta_errors(what: str) -> Iterator[None]:
         yield
     except (CommitFailedError, TableNotFoundError):
         raise
+    except PermissionError as exc:  # 403: these credentials may not; a retry cannot help
+        raise ImportFailure(f"{what}: access denied: {exc}", reason="CatalogAccessDenied") from exc
     except (OSError, DeltaError) as exc:
         text = str(exc)
         if isinstance(exc, OSError) or _TRANSPORT.search(text):

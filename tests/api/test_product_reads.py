@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -16,9 +17,10 @@ import pytest
 
 from productimport.api.catalogread import (
     CACHE_DIR_PREFIX,
+    RemoteSnapshot,
     SnapshotCache,
     cache_directory,
-    download_object,
+    remote_snapshot,
 )
 from productimport.api.errors import ApiError
 from productimport.engine.catalog import Catalog
@@ -30,8 +32,19 @@ BUCKET = "catalog"
 ROWS = 2000
 
 
-def write_catalog(minio, workdir: Path, namespace: str, name: str, tag: str = "v1") -> str:
-    """Import ROWS products into `namespace/name` with the engine; the snapshot's key."""
+@dataclass(frozen=True)
+class Written:
+    namespace: str
+    catalog: str
+    remote: RemoteSnapshot  # the version's files, as the API caches them
+
+    @property
+    def size(self) -> int:
+        return self.remote.size
+
+
+def write_catalog(minio, workdir: Path, namespace: str, name: str, tag: str = "v1") -> Written:
+    """Import ROWS products into `namespace/name` with the engine."""
     source = workdir / f"{name}-{tag}.csv"
     lines = [f"{name[:1]}{i:06d},Product {i} {tag} of {name},{i % 97}.50" for i in range(ROWS)]
     source.write_text("sku,name,price\n" + "\n".join(lines) + "\n")
@@ -39,23 +52,24 @@ def write_catalog(minio, workdir: Path, namespace: str, name: str, tag: str = "v
     options = ImportOptions(source=str(source), catalog=name, namespace=namespace)
     result, code = run_import(options, store=store)
     assert code == 0, result
-    manifest, _ = Catalog(store, namespace, name).head()
-    assert manifest is not None and manifest.snapshot
-    return f"{namespace}/{name}/{manifest.snapshot}"
-
-
-def size_of(minio, key: str) -> int:
-    return int(minio.stat_object(BUCKET, key).size)
+    catalog = Catalog(store, namespace, name)
+    head = catalog.head()
+    assert head.files
+    return Written(namespace, name, remote_snapshot(minio, catalog, head))
 
 
 def cached(cache_dir: Path) -> dict[str, str]:
-    """catalog -> the snapshot file cached for it (no partial downloads left)."""
+    """catalog -> the version cached for it (no partial downloads left)."""
     assert list(cache_dir.rglob("*.part")) == []
-    return {p.parent.name: p.name for p in cache_dir.rglob("*.parquet")}
+    return {p.parent.parent.name: p.parent.name for p in cache_dir.rglob("*.parquet")}
 
 
 def cached_bytes(cache_dir: Path) -> int:
     return sum(p.stat().st_size for p in cache_dir.rglob("*") if p.is_file())
+
+
+def contents(directory: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(directory.iterdir()))
 
 
 def products_url(api, namespace: str, catalog: str) -> str:
@@ -78,13 +92,13 @@ def test_least_recently_used_snapshots_are_evicted_to_stay_under_the_cap(
     make_api, fresh_tenant, admin, minio, workdir, cache_dir
 ):
     keys = {c: write_catalog(minio, workdir, fresh_tenant, c) for c in ("ant", "bee", "cat")}
-    sizes = {c: size_of(minio, k) for c, k in keys.items()}
+    sizes = {c: k.size for c, k in keys.items()}
     smallest = min(sizes.values())
     # Room for any two snapshots, never for three.
     cap = sizes["ant"] + sizes["bee"] + smallest // 2
     assert max(sizes.values()) - smallest < smallest // 2
     api = make_api(snapshot_cache_bytes=cap, snapshot_cache_dir=str(cache_dir))
-    names = {c: Path(k).name for c, k in keys.items()}
+    names = {c: k.remote.name for c, k in keys.items()}
 
     def read(catalog: str) -> None:
         r = httpx.get(products_url(api, fresh_tenant, catalog), headers=admin)
@@ -112,18 +126,18 @@ def test_a_new_version_replaces_the_old_one_in_the_cache(
     api = make_api(snapshot_cache_dir=str(cache_dir))
     first = write_catalog(minio, workdir, fresh_tenant, "dog", "v1")
     assert httpx.get(products_url(api, fresh_tenant, "dog"), headers=admin).status_code == 200
-    assert cached(cache_dir) == {"dog": Path(first).name}
+    assert cached(cache_dir) == {"dog": first.remote.name}
     second = write_catalog(minio, workdir, fresh_tenant, "dog", "v2")
     r = httpx.get(f"{products_url(api, fresh_tenant, 'dog')}/d000007", headers=admin)
     assert r.json()["name"] == "Product 7 v2 of dog"
-    assert cached(cache_dir) == {"dog": Path(second).name}
+    assert cached(cache_dir) == {"dog": second.remote.name}
 
 
 def test_a_snapshot_larger_than_the_cache_is_507_and_nothing_is_written(
     make_api, fresh_tenant, admin, minio, workdir, cache_dir
 ):
-    key = write_catalog(minio, workdir, fresh_tenant, "elk")
-    api = make_api(snapshot_cache_bytes=size_of(minio, key) - 1, snapshot_cache_dir=str(cache_dir))
+    written = write_catalog(minio, workdir, fresh_tenant, "elk")
+    api = make_api(snapshot_cache_bytes=written.size - 1, snapshot_cache_dir=str(cache_dir))
     for url in (
         products_url(api, fresh_tenant, "elk"),
         f"{products_url(api, fresh_tenant, 'elk')}/e1",
@@ -142,17 +156,16 @@ def test_page_size_is_bounded(api, tenant, admin):
     assert "limit" in r.json()["error"]["message"]
 
 
-def pin(cache: SnapshotCache, minio, namespace: str, key: str, download=None):
-    """Pin snapshot `key` in `cache`, downloading it from MinIO (or with `download`)."""
-
-    def stat() -> int:
-        return size_of(minio, key)
-
-    def fetch(target: Path, expected: int) -> None:
-        download_object(minio, BUCKET, key, target, expected)
-
-    catalog = key.split("/")[1]
-    return cache.pinned(namespace, catalog, Path(key).name, stat, download or fetch)
+def pin(cache: SnapshotCache, written: Written, download=None):
+    """Pin a catalog version in `cache`, downloading it from MinIO (or with `download`)."""
+    remote = written.remote
+    return cache.pinned(
+        written.namespace,
+        written.catalog,
+        remote.name,
+        lambda: remote.size,
+        download or remote.download,
+    )
 
 
 def test_one_catalogs_download_does_not_hold_up_another(fresh_tenant, minio, workdir, tmp_path):
@@ -169,13 +182,13 @@ def test_one_catalogs_download_does_not_hold_up_another(fresh_tenant, minio, wor
         big_downloads.append(target)
         started.set()
         release.wait()
-        download_object(minio, BUCKET, big, target, expected)
+        big.remote.download(target, expected)
 
     results: dict[str, bytes] = {}
 
     async def read_big(slot: str) -> None:
-        async with pin(cache, minio, fresh_tenant, big, held_download) as path:
-            results[slot] = path.read_bytes()
+        async with pin(cache, big, held_download) as path:
+            results[slot] = contents(path)
 
     async def scenario() -> None:
         async with anyio.create_task_group() as tasks:
@@ -186,33 +199,33 @@ def test_one_catalogs_download_does_not_hold_up_another(fresh_tenant, minio, wor
                 # A hang guard, not a timing assertion: with one global lock this
                 # read would wait for the held download forever.
                 with anyio.fail_after(120):
-                    async with pin(cache, minio, fresh_tenant, small) as path:
-                        results["small"] = path.read_bytes()
+                    async with pin(cache, small) as path:
+                        results["small"] = contents(path)
                 assert "big-1" not in results and "big-2" not in results
             finally:
                 release.set()
 
     anyio.run(scenario)
-    assert results["small"] == minio.get_object(BUCKET, small).read()
-    assert results["big-1"] == results["big-2"] == minio.get_object(BUCKET, big).read()
+    assert len(results["small"]) == small.size
+    assert results["big-1"] == results["big-2"] and len(results["big-1"]) == big.size
     assert len(big_downloads) == 1
 
 
 def test_a_snapshot_being_read_is_never_evicted(fresh_tenant, minio, workdir, tmp_path):
     first = write_catalog(minio, workdir, fresh_tenant, "fox")
     second = write_catalog(minio, workdir, fresh_tenant, "gnu")
-    room_for_one = max(size_of(minio, first), size_of(minio, second))
+    room_for_one = max(first.size, second.size)
     cache = SnapshotCache(tmp_path / "cache", capacity=room_for_one)
 
     async def scenario() -> None:
-        async with pin(cache, minio, fresh_tenant, first) as in_use:
+        async with pin(cache, first) as in_use:
             with pytest.raises(ApiError) as refused:
-                async with pin(cache, minio, fresh_tenant, second):
+                async with pin(cache, second):
                     pass
             assert refused.value.status == 503
             assert refused.value.headers["Retry-After"] == "1"
             assert in_use.exists()
-        async with pin(cache, minio, fresh_tenant, second) as now:
+        async with pin(cache, second) as now:
             assert now.exists()
             assert not in_use.exists()  # no longer read: evicted to make room
         assert cache.used <= cache.capacity

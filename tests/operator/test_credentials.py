@@ -36,15 +36,26 @@ def test_the_session_policy_names_its_source_and_its_catalog_prefix_only():
     # The catalog as the loader opens it (--store s3://catalog/tenants), so the policy
     # covers exactly the keys the loader writes.
     catalog = Catalog(open_store("s3://catalog/tenants"), "shop-a", "main")
-    policy = session_policy(catalog.ref("*"), "s3://uploads/shop-a/2026/x.csv")
-    resources = {r for s in policy["Statement"] for r in s["Resource"]}
-    assert resources == {
-        "arn:aws:s3:::catalog/tenants/shop-a/main/*",
-        "arn:aws:s3:::uploads/shop-a/2026/x.csv",
+    table = catalog.table_ref
+    table_bucket = table.removeprefix("s3://").split("/")[0]
+    # The table's bucket is the catalog's own: another catalog's, or another tenant's
+    # catalog of the same name, is another bucket.
+    others = [("shop-a", "other"), ("shop-b", "main")]
+    assert all(
+        Catalog(open_store("s3://catalog/tenants"), ns, name).table_ref != table
+        for ns, name in others
+    )
+    assert table_bucket.startswith("catalog-") and len(table_bucket) <= 63
+    policy = session_policy(catalog.ref("*"), "s3://uploads/shop-a/2026/x.csv", table)
+    granted = {(a, r) for s in policy["Statement"] for a in s["Action"] for r in s["Resource"]}
+    write = {"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"}
+    assert granted == {
+        *((a, "arn:aws:s3:::catalog/tenants/shop-a/main/*") for a in write),
+        *((a, f"arn:aws:s3:::{table_bucket}/*") for a in write),
+        ("s3:ListBucket", f"arn:aws:s3:::{table_bucket}"),  # its own bucket, nothing else
+        ("s3:GetObject", "arn:aws:s3:::uploads/shop-a/2026/x.csv"),
     }
-    actions = {a for s in policy["Statement"] for a in s["Action"]}
-    assert actions == {"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"}
-    url = session_policy(catalog.ref("*"), None)  # a URL source: nothing in MinIO to read
+    url = session_policy(catalog.ref("*"), None, table)  # a URL source: nothing to read
     assert all("uploads" not in r for s in url["Statement"] for r in s["Resource"])
     with pytest.raises(ValueError):
-        session_policy("/var/store/shop-a/main/*", None)  # a directory store has no ARN
+        session_policy("/var/store/shop-a/main/*", None, table)  # a directory has no ARN

@@ -71,11 +71,13 @@ class FixedCredentials:
     def __init__(self) -> None:
         self.down = False
         self.asked: list[tuple[str, str | None]] = []
+        self.tables: list[str] = []
 
-    def __call__(self, catalog_objects: str, source: str | None) -> dict[str, str]:
+    def __call__(self, catalog_objects: str, source: str | None, table: str) -> dict[str, str]:
         if self.down:
             raise TemporaryFailure("MinIO refused or did not answer AssumeRole: refused")
         self.asked.append((catalog_objects, source))
+        self.tables.append(table)
         return dict(FIXED_CREDENTIALS)
 
 

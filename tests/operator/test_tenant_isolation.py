@@ -33,6 +33,7 @@ from devenv.component import DevEnvError
 from devenv.node import freeze
 from devenv.pki import Pki
 from devenv.waiting import wait_for
+from productimport.engine.s3store import table_bucket
 from productimport.operator.reconcile import LEGACY_SHARED_SECRET
 
 pytestmark = pytest.mark.cluster
@@ -72,8 +73,18 @@ def tenants(cluster, minio) -> Tenants:
     return Tenants(a, b, source["key"], k8s.ApiClient(config))
 
 
-def _pointer(minio: Minio, tenants: Tenants) -> str:
-    return minio.stat_object("catalog", f"{tenants.b}/main/CURRENT").etag
+LOG = "products/_delta_log/"
+
+
+def _table(namespace: str, catalog: str = "main") -> str:
+    """The bucket of a catalog's Delta table (the dev store is s3://catalog)."""
+    return table_bucket("catalog", "", namespace, catalog)
+
+
+def _pointer(minio: Minio, tenants: Tenants) -> list[tuple[str, str]]:
+    """B's catalog as of now: its table's log entries and their ETags."""
+    log = minio.list_objects(_table(tenants.b), prefix=LOG)
+    return [(o.object_name, o.etag) for o in log]
 
 
 def _denied(attempt: Callable[[], object]) -> None:
@@ -108,20 +119,34 @@ def test_the_credentials_an_editor_can_read_open_nothing_of_another_tenant(clust
             session_token=creds["MINIO_SESSION_TOKEN"], region=creds["MINIO_REGION"],
             secure=False,
         )  # fmt: skip
-        pointer = f"{b}/main/CURRENT"
-        _denied(lambda: stolen.get_object("catalog", pointer).read())
-        _denied(lambda: stolen.stat_object("catalog", pointer))
+        # The premise: they list and read their own catalog's table.
+        own_log = [o.object_name for o in stolen.list_objects(_table(a), prefix=LOG)]
+        assert own_log, "A's import could not list its own table"
+        b_table, b_entry = _table(b), f"{LOG}{1:020d}.json"
+        _denied(lambda: stolen.get_object(b_table, b_entry).read())
+        _denied(lambda: stolen.stat_object(b_table, b_entry))
+        _denied(lambda: list(stolen.list_objects(b_table, prefix=LOG)))
         _denied(lambda: stolen.get_object("uploads", tenants.b_upload).read())
-        evil = io.BytesIO(b'{"version": 99}')
-        _denied(lambda: stolen.put_object("catalog", pointer, evil, 15))
+        # B's next version, planted: a commit is a PUT of the next log entry.
+        evil = io.BytesIO(b'{"commitInfo": {}}')
+        _denied(lambda: stolen.put_object(b_table, f"{LOG}{99:020d}.json", evil, 18))
         _denied(lambda: stolen.put_object("uploads", f"{b}/planted.csv", io.BytesIO(b"x"), 1))
         _denied(lambda: list(stolen.list_objects("catalog", recursive=True)))
         _denied(lambda: list(stolen.list_objects("uploads", prefix=f"{b}/", recursive=True)))
-        # Copying B's object into A's own catalog prefix (allowed to write) is still a read.
-        own = f"{a}/main/imports/stolen"
-        _denied(lambda: stolen.copy_object("catalog", own, CopySource("catalog", pointer)))
+        # MinIO's prefix-condition hole (docs/security.md) needs a listing right on a
+        # shared bucket: a header naming A's own prefix opens nothing here.
+        _denied(
+            lambda: stolen._url_open(  # a raw signed request, with the header
+                "GET", "us-east-1", bucket_name="catalog",
+                query_params={"list-type": "2"}, headers={"Prefix": f"{a}/main/"},
+            )
+        )  # fmt: skip
+        # Copying B's object into A's own table (allowed to write) is still a read.
+        own = "products/stolen"
+        _denied(lambda: stolen.copy_object(_table(a), own, CopySource(b_table, b_entry)))
         # Another catalog of A itself is out of reach too: the credentials are per import.
-        _denied(lambda: stolen.get_object("catalog", f"{a}/other/CURRENT").read())
+        _denied(lambda: list(stolen.list_objects(_table(a, "other"), prefix=LOG)))
+        _denied(lambda: stolen.get_object("catalog", f"{a}/other/imports/x/result.json").read())
     finally:
         with contextlib.suppress(OSError, DevEnvError):
             freeze(loader, False)
@@ -136,12 +161,13 @@ def test_the_credentials_an_editor_can_read_open_nothing_of_another_tenant(clust
 @pytest.mark.parametrize(
     "source",
     [
-        lambda t: {"bucket": "catalog", "key": f"{t.b}/main/CURRENT"},
+        lambda t: {"bucket": "catalog", "key": f"{t.b}/main/imports/x/result.json"},
+        lambda t: {"bucket": _table(t.b), "key": f"{LOG}{1:020d}.json"},
         lambda t: {"bucket": "uploads", "key": t.b_upload},
         lambda t: {"bucket": "uploads", "key": f"{t.a}/../{t.b_upload}"},
         lambda t: {"bucket": "uploads", "key": f"{t.a}/*"},
     ],
-    ids=["other-catalog", "other-upload", "dot-dot", "wildcard"],
+    ids=["other-catalog", "other-table", "other-upload", "dot-dot", "wildcard"],
 )
 def test_an_import_of_another_tenants_object_is_refused_and_changes_nothing(
     cluster, minio, tenants, source, request
@@ -206,7 +232,7 @@ def test_admission_refuses_another_tenants_object_before_anything_is_stored(
         }  # fmt: skip
         api.create_namespaced_custom_object(GROUP, VERSION, a, "productimports", body)
 
-    foreign = {"bucket": "catalog", "key": f"{tenants.b}/main/CURRENT"}
+    foreign = {"bucket": _table(tenants.b), "key": f"{LOG}{1:020d}.json"}
 
     def refused() -> str | None:  # the policy takes a moment to be loaded
         try:
