@@ -226,6 +226,10 @@ class Catalog:
                 return DeltaTable(uri, version=version, storage_options=options)
             except TableNotFoundError:
                 return None
+            except OSError as exc:
+                if "NoSuchBucket" in str(exc):  # nothing committed yet (a bucket per table)
+                    return None
+                raise
 
     def head(self) -> Head:
         """The current version, with its files; a catalog in the former layout is
