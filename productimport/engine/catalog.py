@@ -18,9 +18,12 @@ commit carries this project's own record of it (import id, counts, rollback targ
 commit metadata, which is what `history()` shows. Rollback is Delta's restore (a new
 version with an earlier version's files); retention is Delta's vacuum.
 
-Rows are placed by `bucket_of(sku)`: md5's upper 64 bits modulo the bucket count, which
-the table keeps in its configuration (`productimport.buckets`). md5 is fixed forever,
-unlike DuckDB's hash(), so a key never moves between buckets when DuckDB changes.
+Rows are placed by `bucket_of(sku)`: md5's upper 64 bits modulo the bucket count. md5 is
+fixed forever, unlike DuckDB's hash(), so a key never moves between buckets when DuckDB
+changes. The count is a power of two, recorded in every commit (and, as first chosen, in
+the table's configuration `productimport.buckets`); an import into a catalog that has
+outgrown it doubles it, which splits each bucket in two (md5 % 2n is md5 % n or that
+plus n), so the new layout is computed bucket by bucket too.
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ METADATA_KEY = "productimport"
 # architecture.md). Powers of two, so that doubling the count splits each bucket in two.
 ROWS_PER_BUCKET = 250_000
 MAX_BUCKETS = 256
+# How far back a bucket count is looked for (each commit of this project records one).
+RECENT_COMMITS = 20
 
 
 def failpoint(name: str) -> None:
@@ -92,8 +97,11 @@ def check_name(kind: str, value: str) -> str:
 
 
 def bucket_count_for(products: int) -> int:
-    """Buckets for a catalog of this many products: a power of two."""
-    wanted = max(1, math.ceil(products / ROWS_PER_BUCKET))
+    """Buckets for a catalog of this many products: a power of two.
+    PRODUCTIMPORT_ROWS_PER_BUCKET overrides ROWS_PER_BUCKET (smaller buckets for a
+    smaller memory limit)."""
+    per_bucket = int(os.environ.get("PRODUCTIMPORT_ROWS_PER_BUCKET") or ROWS_PER_BUCKET)
+    wanted = max(1, math.ceil(products / max(1, per_bucket)))
     return min(MAX_BUCKETS, 1 << (wanted - 1).bit_length())
 
 
@@ -140,6 +148,7 @@ class CatalogVersion(BaseModel):
     counts: ImportCounts | None = None
     rollbackOf: int | None = None
     createdAt: datetime
+    buckets: int | None = None  # the bucket count of this version's layout
 
 
 @dataclass(frozen=True)
@@ -260,8 +269,19 @@ class Catalog:
                 strict=True,
             )
         ]
-        buckets = int(_config(table)[BUCKETS_KEY])
-        return Head(version=table.version(), buckets=buckets, files=files, table=table)
+        return Head(version=table.version(), buckets=self._buckets(table), files=files, table=table)
+
+    def _buckets(self, table: DeltaTable) -> int:
+        """The bucket count of the table's current version: the latest commit record
+        that names one (maintenance commits such as vacuum's do not), else the count the
+        table was created with."""
+        with _delta_errors(f"reading the history of {self.table_ref}"):
+            entries = table.history(RECENT_COMMITS)
+        for entry in entries:
+            raw = entry.get(METADATA_KEY)
+            if raw is not None and (count := json.loads(raw).get("buckets")):
+                return int(count)
+        return int(_config(table)[BUCKETS_KEY])
 
     def at_version(self, version: int) -> Head:
         """An earlier version, for reading."""
@@ -399,7 +419,11 @@ class Catalog:
             if head.table is None or head.version == 0:
                 raise InvalidOptions(f"catalog {self.prefix} is empty; nothing to roll back")
             target = self.version(to_version)
-            record = {"products": target.products, "rollbackOf": target.version}
+            record = {
+                "products": target.products,
+                "rollbackOf": target.version,
+                "buckets": target.buckets or head.buckets,
+            }
             try:
                 with _delta_errors(f"restoring {self.table_ref}"):
                     head.table.restore(

@@ -120,6 +120,7 @@ def _replay(catalog: Catalog, history: list[Manifest]) -> None:
                     "rollbackOf": manifest.rollbackOf,
                     "createdAt": manifest.createdAt.isoformat(),
                     "migratedFrom": manifest.key,
+                    "buckets": buckets,
                 }
                 catalog.commit(current, buckets, list(range(buckets)), added, record)
         finally:

@@ -60,11 +60,14 @@ DIGEST_SPEC = f"{CONTENT_DIGEST} duckdb {duckdb.__version__}"
 
 
 def load_current(
-    con: duckdb.DuckDBPyConnection, files: list[Path] | Path | None, name: str = CURRENT
+    con: duckdb.DuckDBPyConnection,
+    files: list[Path] | Path | None,
+    name: str = CURRENT,
+    where: str | None = None,
 ) -> str:
     """View `name`: the current products of these files (a whole catalog version, or one
-    bucket of it), with attributes as entries and a content_digest that holds for this
-    engine, whatever version of it wrote the files."""
+    bucket of it; `where` keeps some of them), with attributes as entries and a
+    content_digest that holds for this engine, whatever version of it wrote the files."""
     if isinstance(files, Path):
         files = [files]
     con.execute(f"DROP VIEW IF EXISTS {name}")
@@ -99,7 +102,8 @@ def load_current(
         replace.append(f"{CONTENT_DIGEST} AS content_digest")
     if replace:
         columns = columns.replace("*", f"* REPLACE ({', '.join(replace)})", 1)
-    con.execute(f"CREATE TEMP VIEW {name} AS SELECT {columns} FROM {source}")
+    keep = f" WHERE {where}" if where else ""
+    con.execute(f"CREATE TEMP VIEW {name} AS SELECT {columns} FROM {source}{keep}")
     return name
 
 

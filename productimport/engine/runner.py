@@ -120,6 +120,8 @@ def flush_threshold(buckets: int) -> int:
     plain CSV -> Parquet, 1.1 GB peak). About 80,000 rows over all buckets: 1.4x, 0.47 GB
     (measured 2026-11-29, docs/performance.md)."""
     return max(1_000, 80_000 // buckets)
+
+
 # Files moved to or from the store at a time.
 TRANSFERS = 4
 
@@ -137,7 +139,22 @@ class _Bucket:
 class _Merged:
     counts: MergeCounts
     products: int
-    changed: list[_Bucket]
+    changed: list[_Bucket]  # the buckets with a new file
+    replaced: list[int]  # the buckets (of the base version) whose files go
+
+    @property
+    def content_changed(self) -> bool:
+        return bool(self.counts.created or self.counts.updated or self.counts.deleted)
+
+
+def _bucket_count(head: Head, incoming_rows: int) -> int:
+    """The bucket count to write with: the table's, doubled as often as it takes for a
+    catalog that has outgrown it (a split: docs/loader-contract.md), never fewer."""
+    wanted = bucket_count_for(max(head.products, incoming_rows))
+    if head.buckets is None:
+        return wanted
+    # Split only well past the threshold, not back and forth around it.
+    return head.buckets if wanted < 2 * head.buckets else wanted
 
 
 @dataclass
@@ -402,7 +419,7 @@ class ImportRun:
 
         for attempt in range(COMMIT_ATTEMPTS):
             head = self.catalog.head()
-            buckets = head.buckets or bucket_count_for(staged_rows)
+            buckets = _bucket_count(head, staged_rows)
             local = self._download(head, workdir / f"v{head.version}")
             current = load_current(con, [path for paths in local.values() for path in paths])
             if attempt:  # the first pass was dropped to leave the merge its memory
@@ -441,7 +458,7 @@ class ImportRun:
                 errors_ref = self._write_errors(workdir, errors)
             counts.created, counts.updated = merged.counts.created, merged.counts.updated
             counts.unchanged, counts.deleted = merged.counts.unchanged, merged.counts.deleted
-            if self.options.dry_run or not merged.changed:
+            if self.options.dry_run or not merged.content_changed:
                 return self._succeeded(
                     counts,
                     head.version,
@@ -457,12 +474,11 @@ class ImportRun:
                 "importId": self.options.import_id,
                 "counts": counts.model_dump(),
                 "products": merged.products,
+                "buckets": buckets,
                 "createdAt": datetime.now(UTC).isoformat(),
             }
             try:
-                version = self.catalog.commit(
-                    head, buckets, [b.bucket for b in merged.changed], added, record
-                )
+                version = self.catalog.commit(head, buckets, merged.replaced, added, record)
             except PreconditionFailed:
                 self.progress.note("another import committed first; merging again")
                 continue
@@ -526,10 +542,15 @@ class ImportRun:
         mode = self.options.mode
         total = MergeCounts(0, 0, 0, 0, head.products)
         changed: list[_Bucket] = []
+        # A split: new bucket b holds the products of old bucket b % old whose key
+        # hashes to b, so every new bucket is written and every old file replaced.
+        old = head.buckets or buckets
+        split = old != buckets
         for bucket in range(buckets):
             staged = stage / f"{BUCKET_COLUMN}={bucket}"
-            current_files = local.get(bucket, [])
-            if not staged.exists() and (mode is not Mode.replace or not current_files):
+            current_files = local.get(bucket % old, [])
+            untouched = not staged.exists() and (mode is not Mode.replace or not current_files)
+            if untouched and not split:
                 continue  # no row of the file, no product to delete: nothing changes
             incoming = (
                 f"SELECT * FROM read_parquet({sql_string(str(staged / '*.parquet'))}, "
@@ -537,7 +558,8 @@ class ImportRun:
                 if staged.exists()
                 else f"FROM {INCOMING_SHAPE}"
             )
-            current = load_current(con, current_files, CURRENT_BUCKET)
+            keep = f"{bucket_of('sku', buckets)} = {bucket}" if split else None
+            current = load_current(con, current_files, CURRENT_BUCKET, keep)
             con.execute(
                 f"CREATE OR REPLACE TEMP VIEW {KEYED_BUCKET} AS "
                 f"SELECT * FROM {verdicts.keyed} WHERE {BUCKET_COLUMN} = {bucket}"
@@ -548,17 +570,20 @@ class ImportRun:
                 SNAPSHOT_PARQUET, incoming, current,
                 Verdicts(KEYED_BUCKET, verdicts.row_errors), now,
             )  # fmt: skip
-            before = sum(f.rows for f in head.files_of(bucket))
+            before = 0 if split else sum(f.rows for f in head.files_of(bucket))
             total.created += counts.created
             total.updated += counts.updated
             total.unchanged += counts.unchanged
             total.deleted += counts.deleted
             total.products += counts.products - before
-            if counts.created or counts.updated or counts.deleted:
+            if split or counts.created or counts.updated or counts.deleted:
                 changed.append(_Bucket(bucket, target, counts.products))
             else:
                 target.unlink(missing_ok=True)
-        return _Merged(total, total.products, changed)
+        if split:
+            total.products = sum(b.rows for b in changed)
+            return _Merged(total, total.products, changed, list(range(old)))
+        return _Merged(total, total.products, changed, [b.bucket for b in changed])
 
     def _incoming(
         self, con: duckdb.DuckDBPyConnection, data: _Input, attempt: int, verdicts: Verdicts

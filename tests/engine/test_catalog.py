@@ -346,3 +346,32 @@ def test_an_import_id_that_is_not_one_path_segment_is_refused(engine, import_id)
     assert (result["phase"], result["reason"], code) == ("Failed", "InvalidOptions", 65)
     assert "import_id" in result["message"]
     assert not store.exists() or not any(p.is_file() for p in store.rglob("*"))
+
+
+def test_a_catalog_that_outgrows_its_buckets_is_split_in_one_commit(engine, monkeypatch):
+    monkeypatch.setenv("PRODUCTIMPORT_ROWS_PER_BUCKET", "10")
+    first = [(f"S{i:03d}", f"Small {i}", "1") for i in range(15)]
+    engine.run(engine.write("a.csv", rows(*first)))
+    assert engine.catalog().head().buckets == 2
+    more = [(f"G{i:03d}", f"Grown {i}", "2") for i in range(50)]
+    grown = engine.run(engine.write("b.csv", rows(*first[:5], *more)))
+    c = grown.counts
+    assert (c.created, c.unchanged, grown.catalogVersion) == (50, 5, 2)
+
+    head = engine.catalog().head()
+    assert head.buckets == 8 and head.products == 65
+    assert set(engine.products()) == {sku for sku, _, _ in first + more}
+    # Every product is in the bucket its key hashes to, and the old files are gone.
+    root = engine.store.root / "default" / "main" / "products"
+    for data_file in head.files:
+        misplaced = duckdb.execute(
+            f"SELECT count(*) FROM read_parquet('{root / data_file.path}', "
+            "hive_partitioning = false) WHERE md5_number_upper(sku) % 8 <> ?",
+            [data_file.bucket],
+        ).fetchone()[0]
+        assert misplaced == 0, data_file
+    assert {f.bucket for f in head.files} <= set(range(8))
+    # Rolling back restores the earlier layout with the earlier products; imports go on.
+    engine.catalog().rollback(1)
+    assert engine.catalog().head().buckets == 2 and len(engine.products()) == 15
+    assert engine.run(engine.write("c.csv", rows(("S000", "Renamed", "1")))).counts.updated == 1
