@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup test lint demo bench bench-upload bench-operator bench-10m lock dev-up dev-down image
+.PHONY: help setup test lint demo bench bench-upload bench-operator bench-3m bench-10m lock dev-up dev-down image
 
 help:
 	@echo "make demo     set up and run a demo import end to end"
@@ -53,6 +53,9 @@ image: setup
 	$(PY) -m devenv.images build
 
 # The optional large run: 10M rows (~5.5 GB per file) under DuckDB's memory limit (1GB).
+bench-3m: setup
+	BENCH_ROWS=3000000 BENCH_MEMORY_LIMIT=1GB $(PY) -m bench
+
 bench-10m: setup
 	BENCH_ROWS=10000000 $(PY) -m bench
 

@@ -42,7 +42,8 @@ SMALL_REPEAT = 3
 TARGET_FLOOR_RATIO = 2.5
 TARGET_BASELINE_SPEEDUP = 10.0
 TARGET_RSS_1M = 1 * 2**30
-TARGET_RSS_10M = 2 * 2**30
+# The guide allows 2 GB at 10M rows; issue 17 asks 1.2 GB at every size: the stricter.
+TARGET_RSS_10M = int(1.2 * 2**30)
 TARGET_SMALL_RATIO = 2.0
 
 
@@ -382,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         limit = TARGET_RSS_10M if args.rows >= 5_000_000 else TARGET_RSS_1M
         targets.append(
             {
-                "target": f"peak RSS < {limit / 2**30:.0f} GB",
+                "target": f"peak RSS < {limit / 2**30:.1f} GB",
                 "value": f"{eng.peak_rss / 2**20:.0f} MB",
                 "met": eng.peak_rss < limit,
             }

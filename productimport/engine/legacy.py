@@ -72,7 +72,8 @@ def migrate(catalog: Catalog) -> bool:
 
 def _replay(catalog: Catalog, history: list[Manifest]) -> None:
     from productimport.engine import sandbox
-    from productimport.engine.merge import load_current
+    from productimport.engine.merge import DIGEST_KEY, DIGEST_SPEC, load_current
+    from productimport.engine.parse import sql_string
 
     table = catalog.open_table()
     if table is None:
@@ -102,7 +103,9 @@ def _replay(catalog: Catalog, history: list[Manifest]) -> None:
                     con.execute(
                         f"COPY (SELECT {columns}, {bucket_of('sku', buckets)} AS {BUCKET_COLUMN} "
                         f"FROM {view}) TO '{out}' (FORMAT parquet, COMPRESSION zstd, "
-                        f"PARTITION_BY ({BUCKET_COLUMN}))"
+                        f"PARTITION_BY ({BUCKET_COLUMN}), "
+                        # the view's digests are this engine's: say so, as merge does
+                        f"KV_METADATA {{{DIGEST_KEY}: {sql_string(DIGEST_SPEC)}}})"
                     )
                     for part in sorted(out.glob(f"{BUCKET_COLUMN}=*/*.parquet")):
                         bucket = int(part.parent.name.split("=", 1)[1])

@@ -37,10 +37,15 @@ def test_upsert_counts_created_updated_unchanged(seeded):
     assert set(seeded.products()) == {"A", "B", "C", "D"}
 
 
-def test_unchanged_file_creates_no_new_version(seeded):
-    result = seeded.run(seeded.write("same.csv", rows(("A", "Alpha", "1"))))
-    assert result.counts.unchanged == 1 and result.catalogVersion == 1
+def test_an_import_that_changes_nothing_writes_nothing(seeded):
+    table = seeded.store.root / "default" / "main" / "products"
+    before = sorted(p.relative_to(table) for p in table.rglob("*") if p.is_file())
+    same = rows(("A", "Alpha", "1"), ("B", "Beta", "2"), ("C", "Gamma", "3"))
+    result = seeded.run(seeded.write("same.csv", same), mode="replace")
+    assert result.counts.unchanged == 3 and result.catalogVersion == 1
     assert len(list(seeded.catalog().history())) == 1
+    after = sorted(p.relative_to(table) for p in table.rglob("*") if p.is_file())
+    assert after == before  # no data file, no log entry
 
 
 def test_absent_columns_keep_existing_values(seeded):

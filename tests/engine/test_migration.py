@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import duckdb
 
 from productimport.engine.legacy import legacy_history
+from productimport.engine.merge import DIGEST_KEY, DIGEST_SPEC
 
 
 def write_legacy_catalog(engine) -> None:
@@ -82,6 +83,14 @@ def test_a_former_catalog_is_migrated_with_its_history_on_first_use(engine):
     assert {p["sku"]: p["name"] for p in older} == {"A": "Alpha", "B": "Beta v2", "C": "Gamma"}
     # The former objects are still there: nothing was deleted.
     assert len(legacy_history(catalog)) == 3
+    # The migrated files carry this engine's digests, so the next import trusts them.
+    table = engine.store.root / "default" / "main" / "products"
+    for data_file in catalog.head().files:
+        spec = duckdb.execute(
+            "SELECT decode(value) FROM parquet_kv_metadata(?) WHERE decode(key) = ?",
+            [str(table / data_file.path), DIGEST_KEY],
+        ).fetchall()
+        assert spec == [(DIGEST_SPEC,)], data_file
 
 
 def test_the_cli_migrates_on_demand_and_says_what_is_left(engine):
