@@ -528,7 +528,10 @@ class ImportRun:
         step holds more than a bucket's share of the catalog (docs/architecture.md)."""
         stage = directory / "incoming"
         directory.mkdir(parents=True, exist_ok=True)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {INCOMING_SHAPE} AS {incoming_sql} LIMIT 0")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {INCOMING_SHAPE} AS "
+            f"SELECT * FROM ({incoming_sql}) LIMIT 0"
+        )
         con.execute(f"SET partitioned_write_flush_threshold = {flush_threshold(buckets)}")
         try:
             with forced_join_order(con):
