@@ -14,6 +14,9 @@ successful review is kept a few seconds, a failed one too (a client retrying wit
 revoked token asks the API server once), and reviews of tokens not verified recently
 draw from one process-wide token bucket; when it is empty the caller gets 429 with
 Retry-After and the API server is not asked.
+
+Either mode can also take tokens from an OpenID Connect issuer (api/oidc.py): those are
+verified locally against the issuer's keys and authorized with a SubjectAccessReview.
 """
 
 from __future__ import annotations
@@ -53,8 +56,13 @@ class Principal:
     uid: str = ""
     extra: dict[str, list[str]] = field(default_factory=dict)
     # Static mode: the token's address for mail about its imports (notify_email), if
-    # configured. Kubernetes mode: none (a TokenReview carries no e-mail claim).
+    # configured. Kubernetes mode: none (a TokenReview carries no e-mail claim). OIDC:
+    # the token's `email` when the issuer says it is verified.
     email: str | None = None
+    # The OpenID Connect issuer that vouched for this caller (api/oidc.py); empty for
+    # static and TokenReview'd callers. Such a caller is authorized by a
+    # SubjectAccessReview in either mode.
+    issuer: str = ""
 
     @property
     def home_namespace(self) -> str | None:
@@ -204,7 +212,7 @@ class KubernetesAuth:
         metrics: ApiMetrics | None = None,
     ) -> None:
         self._authn = k8s.AuthenticationV1Api(api_client)
-        self._authz = k8s.AuthorizationV1Api(api_client)
+        self._access = AccessReview(api_client)
         self._audiences = audiences
         self._reviewed: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
         self._failed: OrderedDict[str, float] = OrderedDict()
@@ -273,6 +281,17 @@ class KubernetesAuth:
         cache.move_to_end(key)
         while len(cache) > limit:
             cache.popitem(last=False)
+
+    async def authorize(self, principal: Principal, verb: str, namespace: str) -> None:
+        await self._access.authorize(principal, verb, namespace)
+
+
+class AccessReview:
+    """May this user (with these groups) `verb` productimports in the namespace? One
+    SubjectAccessReview per question, for TokenReview'd and OIDC callers alike."""
+
+    def __init__(self, api_client: k8s.ApiClient) -> None:
+        self._authz = k8s.AuthorizationV1Api(api_client)
 
     async def authorize(self, principal: Principal, verb: str, namespace: str) -> None:
         review = k8s.V1SubjectAccessReview(

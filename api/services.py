@@ -14,6 +14,7 @@ from minio import Minio
 from productimport.api.auth import Authenticator, KubernetesAuth, StaticTokenAuth
 from productimport.api.catalogread import CatalogReader
 from productimport.api.metrics import ApiMetrics
+from productimport.api.oidc import with_oidc
 from productimport.api.resources import ProductImports
 from productimport.api.settings import ApiSettings, AuthMode
 from productimport.api.storage import make_minio
@@ -56,6 +57,8 @@ def build_services(settings: ApiSettings, metrics: ApiMetrics | None = None) -> 
         )
     else:
         auth = StaticTokenAuth.from_sources(settings.tokens_file, settings.tokens)
+    # Bearer tokens of an OpenID Connect issuer, next to either mode (docs/api.md).
+    auth = with_oidc(auth, settings, kube, metrics)
     return Services(
         settings=settings,
         minio=make_minio(settings),

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, StringConstraints
+from pydantic import AliasChoices, Field, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from productimport.engine.objectstore import MinioSettings
@@ -47,6 +48,27 @@ class ApiSettings(BaseSettings):
     # 429 above this instead of turning each request into a call to the API server.
     token_review_rate: float = Field(default=50.0, gt=0)
     token_review_burst: int = Field(default=100, ge=1)
+
+    # OpenID Connect, next to either mode: a bearer token that is a JWT whose `iss` is
+    # this issuer is verified against the issuer's published keys (api/oidc.py, no
+    # TokenReview) and authorized with a SubjectAccessReview for the user and groups it
+    # maps to. Unset: no OIDC. https, or http on a loopback address (tests).
+    oidc_issuer_url: str | None = None
+    # The `aud` a token must carry (the client id at the identity provider). Required
+    # with an issuer.
+    oidc_audience: str | None = None
+    # The Kubernetes user is PREFIX + this claim (`email` needs `email_verified` not
+    # false). The prefix keeps OIDC users apart from ServiceAccounts and other users in
+    # RoleBindings; empty: none. A user or group starting `system:` is never mapped.
+    oidc_username_claim: str = "sub"
+    oidc_username_prefix: str = "oidc:"
+    # Groups: PREFIX + each value of this claim (a list of strings, or one); empty claim
+    # name: groups are not read.
+    oidc_groups_claim: str = "groups"
+    oidc_groups_prefix: str = "oidc:"
+    # PEM CA bundle the issuer's https certificate must chain to (instead of the public
+    # roots).
+    oidc_ca_file: str | None = None
 
     # Where the Kubernetes API is: a kubeconfig path, else in-cluster configuration.
     kubeconfig: str | None = Field(
@@ -94,6 +116,25 @@ class ApiSettings(BaseSettings):
     # (the chart sets this from operator.smtp.host). False: notify_email=true is refused
     # with 422 instead of being accepted and never sent.
     email_enabled: bool = False
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> ApiSettings:
+        if not self.oidc_issuer_url:
+            return self
+        url = urlsplit(self.oidc_issuer_url)
+        loopback = url.hostname in ("127.0.0.1", "::1", "localhost")
+        if not url.hostname or not (url.scheme == "https" or (url.scheme == "http" and loopback)):
+            raise ValueError(
+                f"oidc_issuer_url {self.oidc_issuer_url!r} must be an https URL (http only "
+                "on a loopback address)"
+            )
+        if url.query or url.fragment:
+            raise ValueError("oidc_issuer_url must have no query or fragment")
+        if not self.oidc_audience:
+            raise ValueError("oidc_audience is required with oidc_issuer_url")
+        if not self.oidc_username_claim:
+            raise ValueError("oidc_username_claim must not be empty")
+        return self
 
     @property
     def minio(self) -> MinioSettings:

@@ -133,4 +133,7 @@ volumes:
   - name: tmp
     emptyDir:
       sizeLimit: {{ .root.Values.tmpVolume.sizeLimit }}
+{{- with .extraVolumes }}
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
