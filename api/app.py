@@ -12,7 +12,7 @@ from productimport.api.catalogread import CatalogReader
 from productimport.api.context import install_request_id_records
 from productimport.api.errors import install_error_handlers
 from productimport.api.middleware import RequestContextMiddleware
-from productimport.api.routes import native, ops, pcm, saas
+from productimport.api.routes import catalog, native, ops, pcm, saas
 from productimport.api.services import Services, build_services
 from productimport.api.settings import ApiSettings
 from productimport.api.storage import ensure_bucket
@@ -47,6 +47,6 @@ def create_app(settings: ApiSettings | None = None, svc: Services | None = None)
     app.state.catalogs = CatalogReader(svc.minio, settings)
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=svc.metrics)
-    for router in (native.router, saas.router, pcm.router, ops.router):
+    for router in (native.router, catalog.router, saas.router, pcm.router, ops.router):
         app.include_router(router)
     return app

@@ -270,11 +270,15 @@ class CatalogReader:
             settings.snapshot_cache_bytes,
         )
 
+    def catalog(self, namespace: str, catalog: str) -> Catalog:
+        """A catalog as the API sees it (its own MinIO keys)."""
+        return Catalog(self._store, namespace, catalog)
+
     @contextlib.asynccontextmanager
     async def open(self, namespace: str, catalog: str) -> AsyncIterator[Snapshot | None]:
         """The catalog's current version, its files local and pinned for the block.
         None when the catalog has never been written."""
-        cat = Catalog(self._store, namespace, catalog)
+        cat = self.catalog(namespace, catalog)
         head = await anyio.to_thread.run_sync(cat.head)
         if head.table is None:
             yield None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -105,11 +106,66 @@ class Namespaces:
             raise ApiError(404, message, code=code, headers={"Connection": "close"})
 
 
+EVENT_COMPONENT = "productimport-api"
+
+
+class NamespaceEvents:
+    """Events about a namespace as a whole (a catalog lives in one, and is no resource of
+    its own): `kubectl get events -n NS` shows them beside the ProductImports' Events.
+
+    Like the operator's, an Event is worth a try, never a failed request: without the
+    right to create Events (the API's ServiceAccount needs `create` on `events`) the
+    refusal is logged once and the request succeeds.
+    """
+
+    def __init__(self, api_client: k8s.ApiClient) -> None:
+        self._core = k8s.CoreV1Api(api_client)
+        self._warned = False
+
+    async def emit(self, namespace: str, type_: str, reason: str, message: str) -> None:
+        stamp = datetime.now(UTC)
+        body = k8s.CoreV1Event(
+            metadata=k8s.V1ObjectMeta(generate_name=f"{namespace}.", namespace=namespace),
+            # A cluster-scoped object's Events would belong in `default`; naming the
+            # namespace as its own keeps them where the tenant looks (and may look).
+            involved_object=k8s.V1ObjectReference(
+                api_version="v1", kind="Namespace", name=namespace, namespace=namespace
+            ),
+            type=type_,
+            reason=reason,
+            message=message[:1024],
+            source=k8s.V1EventSource(component=EVENT_COMPONENT),
+            reporting_component=EVENT_COMPONENT,
+            reporting_instance=EVENT_COMPONENT,
+            first_timestamp=stamp,
+            last_timestamp=stamp,
+            count=1,
+        )
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: self._core.create_namespaced_event(namespace, body)
+            )
+        except ApiException as exc:
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "could not create Event %s in namespace %s (%s %s: %s); the API needs "
+                    "`create` on `events` to record catalog changes as Events",
+                    reason,
+                    namespace,
+                    exc.status,
+                    exc.reason,
+                    (exc.body or "")[:300],
+                )
+
+
 class ProductImports:
     def __init__(self, api_client: k8s.ApiClient) -> None:
         self._api = k8s.CustomObjectsApi(api_client)
-        # Services holds this object only; the namespace check shares its kube client.
+        # Services holds this object only; the namespace check and the Events share its
+        # kube client.
         self.namespaces = Namespaces(api_client)
+        self.events = NamespaceEvents(api_client)
 
     async def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         try:

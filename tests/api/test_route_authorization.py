@@ -34,6 +34,9 @@ EXPECTED = {
     ("GET", "/api/v1/namespaces/{namespace}/catalogs/{catalog}/products/{sku}"): (
         "get path_namespace"
     ),
+    ("GET", "/api/v1/namespaces/{namespace}/catalogs/{catalog}/versions"): "list path_namespace",
+    ("POST", "/api/v1/namespaces/{namespace}/catalogs/{catalog}/rollback"): "patch path_namespace",
+    ("GET", "/api/v1/namespaces/{namespace}/catalogs/{catalog}/export"): "get path_namespace",
     ("POST", "/api/workspace/{workspaceId}/catalog/products/import"): "create path_workspace",
     ("GET", "/api/workspace/{workspaceId}/jobs/{backgroundJobId}"): "get path_workspace",
     ("POST", "/pcm/products/import"): "create store_namespace",

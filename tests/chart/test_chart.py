@@ -256,9 +256,10 @@ def test_static_auth_and_existing_secrets(helm: Path, tmp_path: Path) -> None:
     operator_env = env_of(operator["spec"]["template"]["spec"]["containers"][0])
     signing = operator_env["PRODUCTIMPORT_OPERATOR_WEBHOOK_SIGNING_KEY"]["secretKeyRef"]
     assert signing == {"name": "hook-key", "key": "signingKey"}
-    # Static tokens: the API needs no TokenReview/SubjectAccessReview rights.
+    # Static tokens: the API needs no TokenReview/SubjectAccessReview rights (it records
+    # a rollback as an Event).
     api_cr = the(docs, "ClusterRole", "productimport-pi-productimport-api")
-    assert {r["resources"][0] for r in api_cr["rules"]} == {"productimports"}
+    assert {r["resources"][0] for r in api_cr["rules"]} == {"productimports", "events"}
 
 
 def test_service_monitor_when_enabled(helm: Path, tmp_path: Path) -> None:
