@@ -65,10 +65,11 @@ BUCKETS_KEY = "productimport.buckets"
 # created to take over; while the table is behind that, the migration is unfinished.
 LEGACY_VERSIONS_KEY = "productimport.legacyVersions"
 METADATA_KEY = "productimport"
-# A bucket is what one step of a merge holds at a time: about a quarter of a million
-# products keeps each step's hash table far below DuckDB's memory limit (docs/
-# architecture.md). Powers of two, so that doubling the count splits each bucket in two.
-ROWS_PER_BUCKET = 250_000
+# A bucket is what one step of a merge holds at a time. A million products merge in one
+# step within an 800 MB memory limit (docs/performance.md); beyond that the join spills
+# and slows down faster than it grows, so larger catalogs are split. Powers of two, so
+# that doubling the count splits each bucket in two.
+ROWS_PER_BUCKET = 1_000_000
 MAX_BUCKETS = 256
 # How far back a bucket count is looked for (each commit of this project records one).
 RECENT_COMMITS = 20

@@ -23,9 +23,12 @@ import duckdb
 from productimport.engine import sandbox
 from productimport.engine.catalog import (
     BUCKET_COLUMN,
+    METADATA_KEY,
+    RECENT_COMMITS,
     Catalog,
     DataFile,
     Head,
+    _delta_errors,
     bucket_count_for,
     bucket_of,
 )
@@ -246,6 +249,41 @@ def _reused_result(catalog: Catalog, options: ImportOptions) -> ImportResult | N
     )
 
 
+class Superseded(ImportFailure):
+    """The catalog already holds a commit of an import admitted after this one (a higher
+    fencing sequence): committing now would put an older file over a newer one. Final:
+    a retry finds the same newer commit (exit 65, not retried)."""
+
+    reason = "Superseded"
+
+
+@dataclass(frozen=True)
+class _Fence:
+    """The newest commit of the catalog that carries a fencing sequence."""
+
+    sequence: int
+    import_id: str | None
+    version: int
+
+
+def _newest_fence(head: Head, where: str) -> _Fence | None:
+    """The sequence of the newest commit that has one, among the head's recent commits
+    (commits without one, such as a CLI import's, a rollback or a vacuum, are passed
+    over: they do not make an older import newer)."""
+    if head.table is None:
+        return None
+    with _delta_errors(f"reading the history of {where}"):
+        entries = head.table.history(RECENT_COMMITS)
+    for entry in entries:
+        raw = entry.get(METADATA_KEY)
+        if raw is None:
+            continue
+        record = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        if record.get("sequence") is not None:
+            return _Fence(int(record["sequence"]), record.get("importId"), entry["version"])
+    return None
+
+
 def summary(counts: ImportCounts) -> str:
     return (
         f"{counts.rows} rows: {counts.created} created, {counts.updated} updated, "
@@ -259,10 +297,11 @@ class ImportRun:
         options: ImportOptions,
         store: ObjectStore | None = None,
         progress: ProgressReporter | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.options = options
-        self.store = store or open_store(options.store)
-        self.catalog = Catalog(self.store, options.namespace, options.catalog)
+        self.store = catalog.store if catalog is not None else store or open_store(options.store)
+        self.catalog = catalog or Catalog(self.store, options.namespace, options.catalog)
         self.progress = progress or ProgressReporter()
         self.started = datetime.now(UTC)
         self.state = _RunState()
@@ -419,6 +458,7 @@ class ImportRun:
 
         for attempt in range(COMMIT_ATTEMPTS):
             head = self.catalog.head()
+            self._check_fence(head)
             buckets = _bucket_count(head, staged_rows)
             local = self._download(head, workdir / f"v{head.version}")
             current = load_current(con, [path for paths in local.values() for path in paths])
@@ -477,9 +517,21 @@ class ImportRun:
                 "buckets": buckets,
                 "createdAt": datetime.now(UTC).isoformat(),
             }
+            if self.options.sequence is not None:
+                record["sequence"] = self.options.sequence
             try:
                 version = self.catalog.commit(head, buckets, merged.replaced, added, record)
             except PreconditionFailed:
+                # Exactly once: the commit that lost may be this import's own (a PUT
+                # whose response was lost, retried into a 412). Its id in the history
+                # says so; merging again would apply the file twice.
+                committed = self.catalog.find_import(self.options.import_id)
+                if committed is not None:
+                    self.progress.note("this import's own commit had landed; not merging again")
+                    return self._succeeded(
+                        committed.counts or counts, committed.version, errors_ref, errors,
+                        note=f"committed as version {committed.version}",
+                    )  # fmt: skip
                 self.progress.note("another import committed first; merging again")
                 continue
             return self._succeeded(
@@ -487,6 +539,22 @@ class ImportRun:
             )
         raise CommitConflict(
             f"the catalog kept changing under this import ({COMMIT_ATTEMPTS} attempts)"
+        )
+
+    def _check_fence(self, head: Head) -> None:
+        """Order per catalog: an import never commits over a version that an import
+        admitted after it (a higher sequence) committed; it is Superseded instead."""
+        own = self.options.sequence
+        if own is None or self.options.dry_run:
+            return
+        newest = _newest_fence(head, self.catalog.table_ref)
+        if newest is None or newest.sequence <= own:
+            return
+        raise Superseded(
+            f"import {newest.import_id} (sequence {newest.sequence}), admitted after this one "
+            f"(sequence {own}), has already committed version {newest.version} of catalog "
+            f"{self.catalog.prefix}: this import is superseded and commits nothing; import "
+            "its file again to apply it on top"
         )
 
     def _download(self, head: Head, directory: Path) -> dict[int, list[Path]]:
@@ -526,41 +594,28 @@ class ImportRun:
         """Merge bucket by bucket: the accepted rows are written once, split by bucket,
         then each bucket's rows are merged with that bucket of the current version, so no
         step holds more than a bucket's share of the catalog (docs/architecture.md)."""
-        stage = directory / "incoming"
         directory.mkdir(parents=True, exist_ok=True)
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {INCOMING_SHAPE} AS "
-            f"SELECT * FROM ({incoming_sql}) LIMIT 0"
+        old = head.buckets or buckets
+        # A split: new bucket b holds the products of old bucket b % old whose key
+        # hashes to b, so every new bucket is written and every old file replaced.
+        split = old != buckets
+        staged = (
+            self._stage(con, directory / "incoming", buckets, incoming_sql)
+            if buckets > 1 or split
+            # One bucket: the accepted rows go straight into its merge, as one stream.
+            else {0: incoming_sql}
         )
-        con.execute(f"SET partitioned_write_flush_threshold = {flush_threshold(buckets)}")
-        try:
-            with forced_join_order(con):
-                con.execute(
-                    f"COPY (SELECT *, {bucket_of('sku', buckets)} AS {BUCKET_COLUMN} "
-                    f"FROM ({incoming_sql})) TO {sql_string(str(stage))} ({STAGE_PARQUET})"
-                )
-        finally:
-            con.execute("RESET partitioned_write_flush_threshold")
         now = con.execute("SELECT now()::TIMESTAMP").fetchone()[0]  # type: ignore[index]
         mode = self.options.mode
         total = MergeCounts(0, 0, 0, 0, head.products)
         changed: list[_Bucket] = []
-        # A split: new bucket b holds the products of old bucket b % old whose key
-        # hashes to b, so every new bucket is written and every old file replaced.
-        old = head.buckets or buckets
-        split = old != buckets
         for bucket in range(buckets):
-            staged = stage / f"{BUCKET_COLUMN}={bucket}"
             current_files = local.get(bucket % old, [])
-            untouched = not staged.exists() and (mode is not Mode.replace or not current_files)
+            has_rows = bucket in staged
+            untouched = not has_rows and (mode is not Mode.replace or not current_files)
             if untouched and not split:
                 continue  # no row of the file, no product to delete: nothing changes
-            incoming = (
-                f"SELECT * FROM read_parquet({sql_string(str(staged / '*.parquet'))}, "
-                "hive_partitioning = false)"
-                if staged.exists()
-                else f"FROM {INCOMING_SHAPE}"
-            )
+            incoming = staged.get(bucket, f"FROM {INCOMING_SHAPE}")
             keep = f"{bucket_of('sku', buckets)} = {bucket}" if split else None
             current = load_current(con, current_files, CURRENT_BUCKET, keep)
             con.execute(
@@ -587,6 +642,32 @@ class ImportRun:
             total.products = sum(b.rows for b in changed)
             return _Merged(total, total.products, changed, list(range(old)))
         return _Merged(total, total.products, changed, [b.bucket for b in changed])
+
+    def _stage(
+        self, con: duckdb.DuckDBPyConnection, stage: Path, buckets: int, incoming_sql: str
+    ) -> dict[int, str]:
+        """Write the accepted rows once, split by bucket; SQL for each bucket that has
+        any (and the empty shape, INCOMING_SHAPE, for the others)."""
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {INCOMING_SHAPE} AS "
+            f"SELECT * FROM ({incoming_sql}) LIMIT 0"
+        )
+        con.execute(f"SET partitioned_write_flush_threshold = {flush_threshold(buckets)}")
+        try:
+            with forced_join_order(con):
+                con.execute(
+                    f"COPY (SELECT *, {bucket_of('sku', buckets)} AS {BUCKET_COLUMN} "
+                    f"FROM ({incoming_sql})) TO {sql_string(str(stage))} ({STAGE_PARQUET})"
+                )
+        finally:
+            con.execute("RESET partitioned_write_flush_threshold")
+        return {
+            int(part.name.split("=", 1)[1]): (
+                f"SELECT * FROM read_parquet({sql_string(str(part / '*.parquet'))}, "
+                "hive_partitioning = false)"
+            )
+            for part in stage.glob(f"{BUCKET_COLUMN}=*")
+        }
 
     def _incoming(
         self, con: duckdb.DuckDBPyConnection, data: _Input, attempt: int, verdicts: Verdicts
@@ -826,10 +907,11 @@ def run_import(
     options: ImportOptions,
     store: ObjectStore | None = None,
     progress: ProgressReporter | None = None,
+    catalog: Catalog | None = None,
 ) -> tuple[ImportResult, int]:
     """Run an import; return its result and the process exit code (see errors.py)."""
     try:
-        return ImportRun(options, store, progress).run(), 0
+        return ImportRun(options, store, progress, catalog).run(), 0
     except _WithResult as failed:
         return failed.result, failed.failure.exit_code
     except ImportFailure as failure:  # before a catalog could even be opened

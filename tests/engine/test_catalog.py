@@ -380,3 +380,22 @@ def test_a_catalog_that_outgrows_its_buckets_is_split_in_one_commit(engine, monk
     engine.catalog().rollback(1)
     assert engine.catalog().head().buckets == 2 and len(engine.products()) == 15
     assert engine.run(engine.write("c.csv", rows(("S000", "Renamed", "1")))).counts.updated == 1
+
+
+def test_replace_deletes_in_buckets_the_file_does_not_touch(engine, monkeypatch):
+    monkeypatch.setenv("PRODUCTIMPORT_ROWS_PER_BUCKET", "2")
+    products = [(f"R{i}", f"Product {i}", "1") for i in range(8)]
+    engine.run(engine.write("a.csv", rows(*products)))
+    head = engine.catalog().head()
+    assert head.buckets == 4 and len({f.bucket for f in head.files}) > 1
+    # Keeps R0, updates R1, names R2 in a rejected row (kept), and deletes the other five,
+    # whichever buckets they are in.
+    result = engine.run(
+        engine.write("r.csv", rows(("R0", "Product 0", "1"), ("R1", "New", "1"), ("R2", "", "1"))),
+        mode="replace",
+        error_policy={"maxErrors": None, "maxErrorRatio": None},
+    )
+    c = result.counts
+    assert (c.unchanged, c.updated, c.rejected, c.deleted) == (1, 1, 1, 5)
+    assert set(engine.products()) == {"R0", "R1", "R2"}
+    assert engine.catalog().head().products == 3
