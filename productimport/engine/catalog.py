@@ -71,7 +71,8 @@ METADATA_KEY = "productimport"
 # that doubling the count splits each bucket in two.
 ROWS_PER_BUCKET = 1_000_000
 MAX_BUCKETS = 256
-# How far back a bucket count is looked for (each commit of this project records one).
+# How far back a bucket count is looked for before the whole history is read (each
+# commit of this project records one; maintenance commits do not).
 RECENT_COMMITS = 20
 
 
@@ -276,12 +277,17 @@ class Catalog:
         """The bucket count of the table's current version: the latest commit record
         that names one (maintenance commits such as vacuum's do not), else the count the
         table was created with."""
-        with _delta_errors(f"reading the history of {self.table_ref}"):
-            entries = table.history(RECENT_COMMITS)
-        for entry in entries:
-            raw = entry.get(METADATA_KEY)
-            if raw is not None and (count := json.loads(raw).get("buckets")):
-                return int(count)
+        # Nearly always the latest commit is an import's: one read. Further back only
+        # after maintenance commits (vacuum writes two).
+        for limit in (1, RECENT_COMMITS, None):
+            with _delta_errors(f"reading the history of {self.table_ref}"):
+                entries = table.history(limit)
+            for entry in entries:
+                raw = entry.get(METADATA_KEY)
+                if raw is not None and (count := json.loads(raw).get("buckets")):
+                    return int(count)
+            if limit is not None and len(entries) < limit:
+                break  # that was the whole history
         return int(_config(table)[BUCKETS_KEY])
 
     def at_version(self, version: int) -> Head:

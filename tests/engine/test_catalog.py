@@ -399,3 +399,21 @@ def test_replace_deletes_in_buckets_the_file_does_not_touch(engine, monkeypatch)
     assert (c.unchanged, c.updated, c.rejected, c.deleted) == (1, 1, 1, 5)
     assert set(engine.products()) == {"R0", "R1", "R2"}
     assert engine.catalog().head().products == 3
+
+
+def test_vacuum_keeps_what_the_window_needs_and_never_the_current_version(seeded):
+    seeded.run(seeded.write("u.csv", rows(("A", "Changed", "1"))))
+    catalog = seeded.catalog()
+    assert catalog.vacuum(retention_hours=1) == []  # version 1's file was removed just now
+    listed = catalog.vacuum(retention_hours=0, dry_run=True)
+    assert len(listed) == 1 and "bucket=0/" in listed[0]
+    assert len(catalog.vacuum(retention_hours=0)) == 1
+    # The current version is whole; version 1 is past the window: no longer restorable.
+    assert seeded.products()["A"]["name"] == "Changed" and len(seeded.products()) == 3
+    after_vacuum = catalog.head().version  # vacuum records itself in the log too
+    with pytest.raises(Exception, match="(?i)not found|missing|no such file"):
+        catalog.rollback(1)
+    assert catalog.head().version == after_vacuum
+    assert [v.version for v in catalog.history()] == [2, 1]  # imports only
+    # Imports go on after a vacuum, with the bucket count the table had.
+    assert seeded.run(seeded.write("v.csv", rows(("D", "Delta", "4")))).counts.created == 1
