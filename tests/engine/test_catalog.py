@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from productimport.engine.errors import PreconditionFailed
+from productimport.engine.errors import ImportFailure, PreconditionFailed
 
 HEADER = "sku,name,price\n"
 
@@ -411,7 +411,7 @@ def test_vacuum_keeps_what_the_window_needs_and_never_the_current_version(seeded
     # The current version is whole; version 1 is past the window: no longer restorable.
     assert seeded.products()["A"]["name"] == "Changed" and len(seeded.products()) == 3
     after_vacuum = catalog.head().version  # vacuum records itself in the log too
-    with pytest.raises(Exception, match="(?i)not found|missing|no such file"):
+    with pytest.raises(ImportFailure, match=r"(?i)not found|missing|no such file"):
         catalog.rollback(1)
     assert catalog.head().version == after_vacuum
     assert [v.version for v in catalog.history()] == [2, 1]  # imports only
