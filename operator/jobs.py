@@ -19,6 +19,7 @@ from productimport.models.resource import (
     VERSION,
     ProductImportSpec,
 )
+from productimport.operator.queue import sequence_of
 from productimport.operator.settings import OperatorSettings
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -53,6 +54,9 @@ def loader_args(
         "--mode", spec.mode.value,
         "--json",
     ]  # fmt: skip
+    sequence = sequence_of(obj)
+    if sequence is not None:
+        args += ["--sequence", str(sequence)]
     if spec.format:
         args += ["--format", spec.format.value]
     if spec.dryRun:

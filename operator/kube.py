@@ -39,6 +39,11 @@ class KubeApi(Protocol):
         """A JSON merge patch of the status subresource (None removes a field)."""
         ...
 
+    def annotate_import(self, obj: dict[str, Any], key: str, value: str) -> dict[str, Any] | None:
+        """Set one annotation of a ProductImport (a merge patch of its metadata; the
+        operator's own per-import state, such as its fencing sequence)."""
+        ...
+
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def create_job(self, body: dict[str, Any]) -> bool:
         """False when a Job of that name already exists."""
@@ -81,6 +86,14 @@ class Kube:
         return _or_none(
             self.custom.patch_namespaced_custom_object_status,
             GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], patch,
+        )  # fmt: skip
+
+    def annotate_import(self, obj: dict[str, Any], key: str, value: str) -> dict[str, Any] | None:
+        meta = obj["metadata"]
+        return _or_none(
+            self.custom.patch_namespaced_custom_object,
+            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"],
+            {"metadata": {"annotations": {key: value}}},
         )  # fmt: skip
 
     # -- Jobs and their Pods ------------------------------------------------------------

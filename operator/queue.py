@@ -11,11 +11,50 @@ never run two in one catalog.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from typing import Any
 
+from productimport.engine.catalog import METADATA_KEY, RECENT_COMMITS, Catalog, _delta_errors
+from productimport.models.resource import GROUP
 from productimport.operator.conditions import is_terminal
+
+# Fencing (docs/operations.md): the operator numbers a catalog's imports in the order it
+# lets them run, and keeps each number here on the import (kept once set: a Job created
+# again for the same import runs with the same number). The loader records it in its
+# commit and refuses to commit over a commit with a higher one.
+ANNOTATION_SEQUENCE = f"{GROUP}/sequence"
+
+
+def sequence_of(obj: dict[str, Any]) -> int | None:
+    """The import's fencing sequence, once the operator has admitted it."""
+    value = ((obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_SEQUENCE)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def committed_sequence(catalog: Catalog) -> int:
+    """The sequence of the catalog's newest numbered commit among its recent ones (0:
+    none; sequences only grow, so it is the highest), so numbers keep growing when the
+    ProductImports that carried them have been deleted. Raises the engine's
+    TemporaryFailure when the store does not answer."""
+    table = catalog.open_table()
+    if table is None:
+        return 0
+    for limit in (1, RECENT_COMMITS):  # nearly always the latest commit has one
+        with _delta_errors(f"reading the history of {catalog.table_ref}"):
+            entries = table.history(limit)
+        for entry in entries:
+            raw = entry.get(METADATA_KEY)
+            record = (json.loads(raw) if isinstance(raw, str) else dict(raw)) if raw else {}
+            if record.get("sequence") is not None:
+                return int(record["sequence"])
+        if len(entries) < limit:
+            break  # that was the whole history
+    return 0
 
 
 @dataclass(frozen=True)

@@ -28,16 +28,23 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from productimport.engine.catalog import Catalog
-from productimport.engine.errors import EXIT_TEMPORARY, TemporaryFailure
-from productimport.models.product import ImportResult
+from productimport.engine.catalog import Catalog, CatalogVersion
+from productimport.engine.errors import EXIT_TEMPORARY, ImportFailure, TemporaryFailure
+from productimport.models.product import ImportCounts, ImportResult
 from productimport.models.resource import ANNOTATION_CANCEL, Phase, ProductImportSpec
 from productimport.operator import credentials, mail, metrics
 from productimport.operator.conditions import is_terminal, phase_of, status_patch
 from productimport.operator.jobs import build_job, job_name
 from productimport.operator.kube import KubeApi
 from productimport.operator.notify import SIGNING_SECRET, Notifier
-from productimport.operator.queue import ImportQueues, Waiting, holder_and_queue
+from productimport.operator.queue import (
+    ANNOTATION_SEQUENCE,
+    ImportQueues,
+    Waiting,
+    committed_sequence,
+    holder_and_queue,
+    sequence_of,
+)
 from productimport.operator.settings import OperatorSettings
 from productimport.operator.store import ImportReports
 
@@ -104,6 +111,19 @@ def _loader_result(log_tail: str) -> ImportResult | None:
             except ValidationError:
                 return None
     return None
+
+
+class _StoreHold(TemporaryFailure):
+    """The Job has ended but the store cannot say whether the import committed: the
+    import keeps its phase and the pass is tried again, with no deadline (a terminal
+    status written now could contradict the catalog)."""
+
+
+def _summary(counts: ImportCounts) -> str:
+    return (
+        f"{counts.rows} rows: {counts.created} created, {counts.updated} updated, "
+        f"{counts.unchanged} unchanged, {counts.deleted} deleted, {counts.rejected} rejected"
+    )
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -206,6 +226,8 @@ class Reconciler:
             try:
                 finished = self._step(obj, spec)
                 self._store_down_since.pop(uid, None)
+            except _StoreHold:
+                raise  # never failed for the outage: the catalog may hold the import
             except TemporaryFailure as exc:
                 # The store is down: try again at the next passes, for a while.
                 since = self._store_down_since.setdefault(uid, self._clock())
@@ -255,28 +277,110 @@ class Reconciler:
                 return True
             return self._running(obj, spec, job)
 
-        result = self.reports.result(namespace, spec.catalog, uid)
         pods = {"attempts": _attempts(job), "jobName": job["metadata"]["name"]}
-        if condition["type"] == "Complete":
-            if result is None:
-                # Complete but no result: the store may lag or be unreachable; after a
-                # while this is a loader defect worth a clear failure.
-                self._missing_results[uid] += 1
-                if self._missing_results[uid] < self.settings.result_read_attempts:
-                    return False
-                self._finish_failed(
-                    obj, "ResultMissing", "the Job completed but left no result in the store",
-                    **pods,
-                )  # fmt: skip
-                return True
+        complete = condition["type"] == "Complete"
+        try:
+            outcome = self._outcome(namespace, spec.catalog, uid, complete)
+        except ImportFailure as exc:  # unreachable (TemporaryFailure), or access refused
+            # The Job has ended, but only the store knows how: a loader may have
+            # committed just before MinIO went. Whatever the outage lasts, no terminal
+            # status until the store answers (docs/operations.md, "One source of truth").
+            ended = "completed" if complete else "failed"
+            message = (
+                f"the Job {pods['jobName']} {ended}; waiting for the store to tell whether "
+                f"the import committed: {exc}"
+            )
+            self._patch_if_changed(
+                obj, status_patch("running", "WaitingForCatalog", message, obj, **pods)
+            )
+            raise _StoreHold(message) from exc
+        if outcome is None:
+            return False  # a completed Job's result may still be on its way
+        committed, result = outcome
+        if committed is not None:
+            # The catalog holds the import: it succeeded, whatever became of its Job.
+            if complete:
+                reason = "CommittedResultMissing"
+                why = "the Job completed without leaving its result in the store"
+            else:
+                reason = "CommittedJobFailed"
+                why = f"the Job then failed: {self._job_failure(job, condition)[1]}"
+            self._finish_committed(obj, spec, committed, reason, why, result, **pods)
+        elif result is not None:
+            # The loader's own word: what it did, or why it failed (bad data,
+            # Superseded, ...), or that it succeeded without a commit (nothing changed)
+            # before its Job failed.
             self._finish(obj, result, **pods)
-            return True
-        if result is not None and result.phase == "Failed":
-            self._finish(obj, result, **pods)
+        elif complete:
+            # Complete, no result, not in the catalog: a loader defect worth a clear failure.
+            self._finish_failed(
+                obj, "ResultMissing", "the Job completed but left no result in the store",
+                **pods,
+            )  # fmt: skip
         else:
             reason, message = self._job_failure(job, condition)
             self._finish_failed(obj, reason, message, **pods)
         return True
+
+    def _outcome(
+        self, namespace: str, catalog: str, uid: str, complete: bool
+    ) -> tuple[CatalogVersion | None, ImportResult | None] | None:
+        """What the store says of an ended Job's import: the version it committed (the
+        catalog's history) and the loader's result, as far as they are needed; None
+        while a completed Job's result may still be on its way. Raises the engine's
+        TemporaryFailure when the store does not answer."""
+        if complete:
+            result = self.reports.result(namespace, catalog, uid)
+            if result is not None:
+                return None, result  # written last, after the commit: it is the story
+            self._missing_results[uid] += 1
+            if self._missing_results[uid] < self.settings.result_read_attempts:
+                return None
+            return self._committed(namespace, catalog, uid), None
+        # A failed Job (its deadline, its backoff limit, MinIO lost after the commit): the
+        # catalog's history first.
+        return self._committed(namespace, catalog, uid), self.reports.result(
+            namespace, catalog, uid
+        )
+
+    def _committed(self, namespace: str, catalog: str, uid: str) -> CatalogVersion | None:
+        """The catalog version this import committed, if it did (its history)."""
+        return Catalog(self.reports.store, namespace, catalog).find_import(uid)
+
+    def _finish_committed(
+        self,
+        obj: dict[str, Any],
+        spec: ProductImportSpec,
+        committed: CatalogVersion,
+        reason: str,
+        why: str,
+        result: ImportResult | None,
+        **pods: Any,
+    ) -> None:
+        """Succeeded, as the catalog's history says, with what went wrong after."""
+        meta = obj["metadata"]
+        counts = committed.counts or ImportCounts()
+        catalog = Catalog(self.reports.store, meta["namespace"], spec.catalog)
+        message = (
+            f"committed as catalog version {committed.version} ({_summary(counts)}), but {why}"
+        )
+        self._finish(
+            obj,
+            ImportResult(
+                importId=meta["uid"],
+                namespace=meta["namespace"],
+                catalog=spec.catalog,
+                phase="Succeeded",
+                reason=reason,
+                message=message,
+                counts=counts,
+                catalogVersion=committed.version,
+                errorsRef=catalog.store.ref(catalog.import_key(meta["uid"], "errors.csv")),
+                errors=result.errors if result is not None else [],
+                completedAt=committed.createdAt,
+            ),
+            **pods,
+        )
 
     # -- queue --------------------------------------------------------------------------
 
@@ -331,15 +435,16 @@ class Reconciler:
         except credentials.SourceNotAllowed as exc:
             self._finish_failed(obj, "SourceNotAllowed", str(exc))
             return True
-        job = build_job(obj, self.settings)
         try:
-            self._loader_credentials(obj, spec, job["metadata"]["name"])
+            obj = self._admit(obj, spec)
+            self._loader_credentials(obj, spec, job_name(obj))
         except TemporaryFailure as exc:
             # No Job without its credentials: say why it waits; reconcile() retries, and
             # fails the import after store_retry_seconds.
             message = f"cannot start the import yet: {exc}"
             self._patch_if_changed(obj, status_patch("queued", "WaitingForStore", message, obj))
             raise
+        job = build_job(obj, self.settings)
         created = self.kube.create_job(job)
         name = job["metadata"]["name"]
         if created:
@@ -354,6 +459,30 @@ class Reconciler:
         )  # fmt: skip
         self._patch_if_changed(obj, status)
         return False
+
+    def _admit(self, obj: dict[str, Any], spec: ProductImportSpec) -> dict[str, Any]:
+        """The import's fencing sequence (annotation ANNOTATION_SEQUENCE), given as it
+        takes its catalog, so sequences grow in the order imports run: one above every
+        sequence the catalog has seen, on its imports and in its recent commits (its
+        imports may have been deleted). Kept once given: a Job created again for the same
+        import runs with the same number. Under the catalog's lock."""
+        if sequence_of(obj) is not None:
+            return obj
+        meta = obj["metadata"]
+        taken = [
+            sequence_of(o) or 0
+            for o in self.kube.list_imports(meta["namespace"])
+            if (o.get("spec") or {}).get("catalog") == spec.catalog
+        ]
+        catalog = Catalog(self.reports.store, meta["namespace"], spec.catalog)
+        sequence = max([committed_sequence(catalog), *taken]) + 1
+        self.kube.annotate_import(obj, ANNOTATION_SEQUENCE, str(sequence))
+        admitted = {**obj, "metadata": {**meta}}
+        admitted["metadata"]["annotations"] = {
+            **(meta.get("annotations") or {}),
+            ANNOTATION_SEQUENCE: str(sequence),
+        }
+        return admitted
 
     def _loader_credentials(self, obj: dict[str, Any], spec: ProductImportSpec, name: str) -> None:
         """The Job's own MinIO credentials, scoped to its source and catalog, in a Secret

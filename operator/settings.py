@@ -63,7 +63,8 @@ class OperatorSettings(BaseSettings):
     # A Job that completed but whose result is not (yet) in the store: passes to wait.
     result_read_attempts: int = 20
     # The store unreachable for the operator itself: how long to keep retrying an import
-    # before it fails with reason StoreUnavailable.
+    # that has no ended Job before it fails with reason StoreUnavailable. Once a Job has
+    # ended, only the store can say whether it committed: retried for as long as it takes.
     store_retry_seconds: float = 300.0
     inline_errors: int = 5
     # A loader Pod whose image cannot be pulled: how long the kubelet may keep retrying

@@ -78,6 +78,13 @@ def import_command(
     mode: Annotated[Mode, typer.Option(help="upsert, create, update or replace.")] = Mode.upsert,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and diff only.")] = False,
     import_id: Annotated[str | None, typer.Option(help="Idempotency key.")] = None,
+    sequence: Annotated[
+        int | None,
+        typer.Option(
+            help="Fencing sequence (the operator's): refuse to commit over a catalog version "
+            "an import with a higher sequence committed.",
+        ),
+    ] = None,
     max_errors: Annotated[
         int | None, typer.Option(help="Fail above this many rejected rows.")
     ] = 1000,
@@ -125,6 +132,7 @@ def import_command(
             error_policy=ErrorPolicy(maxErrors=max_errors, maxErrorRatio=max_error_ratio),
             memory_limit=memory_limit,
             threads=threads,
+            sequence=sequence,
             **({"import_id": import_id} if import_id else {}),
         )
     except ValidationError as exc:

@@ -274,21 +274,30 @@ class Catalog:
         return Head(version=table.version(), buckets=self._buckets(table), files=files, table=table)
 
     def _buckets(self, table: DeltaTable) -> int:
-        """The bucket count of the table's current version: the latest commit record
-        that names one (maintenance commits such as vacuum's do not), else the count the
-        table was created with."""
-        # Nearly always the latest commit is an import's: one read. Further back only
-        # after maintenance commits (vacuum writes two).
-        for limit in (1, RECENT_COMMITS, None):
+        """The bucket count of the table's current version: the newest commit record
+        that names one, else the count the table was created with."""
+        found = self.newest_record_with(table, "buckets")
+        return int(found[1]["buckets"]) if found else int(_config(table)[BUCKETS_KEY])
+
+    def newest_record_with(
+        self, table: DeltaTable, key: str, depth: int | None = None
+    ) -> tuple[int, dict[str, Any]] | None:
+        """The newest commit record of this project's that has `key`, and its version,
+        looking back at most `depth` commits (None: all). Commits without one (vacuum's,
+        or an import that does not set that key) are passed over. Nearly always the
+        latest commit is an import's: one read; further back only when needed."""
+        limits = [1, RECENT_COMMITS, depth]
+        for limit in [n for n in limits if depth is None or (n is not None and n <= depth)]:
             with _delta_errors(f"reading the history of {self.table_ref}"):
                 entries = table.history(limit)
             for entry in entries:
                 raw = entry.get(METADATA_KEY)
-                if raw is not None and (count := json.loads(raw).get("buckets")):
-                    return int(count)
+                record = json.loads(raw) if isinstance(raw, str) else (raw or {})
+                if record.get(key) is not None:
+                    return entry["version"], record
             if limit is not None and len(entries) < limit:
                 break  # that was the whole history
-        return int(_config(table)[BUCKETS_KEY])
+        return None
 
     def at_version(self, version: int) -> Head:
         """An earlier version, for reading."""

@@ -78,5 +78,9 @@ class ImportOptions(BaseModel):
     )
     csv: CsvOptions = Field(default_factory=CsvOptions)
     error_policy: ErrorPolicy = Field(default_factory=ErrorPolicy)
+    # Fencing: the operator numbers a catalog's imports in the order it lets them run
+    # (docs/loader-contract.md); an import refuses to commit over a later one's commit.
+    # None (the CLI's default): no fencing.
+    sequence: int | None = Field(None, ge=1)
     memory_limit: str | None = Field(None, description="DuckDB memory_limit, e.g. 512MB")
     threads: int | None = Field(None, ge=1)

@@ -23,12 +23,10 @@ import duckdb
 from productimport.engine import sandbox
 from productimport.engine.catalog import (
     BUCKET_COLUMN,
-    METADATA_KEY,
     RECENT_COMMITS,
     Catalog,
     DataFile,
     Head,
-    _delta_errors,
     bucket_count_for,
     bucket_of,
 )
@@ -266,22 +264,17 @@ class _Fence:
     version: int
 
 
-def _newest_fence(head: Head, where: str) -> _Fence | None:
+def _newest_fence(catalog: Catalog, head: Head) -> _Fence | None:
     """The sequence of the newest commit that has one, among the head's recent commits
     (commits without one, such as a CLI import's, a rollback or a vacuum, are passed
     over: they do not make an older import newer)."""
     if head.table is None:
         return None
-    with _delta_errors(f"reading the history of {where}"):
-        entries = head.table.history(RECENT_COMMITS)
-    for entry in entries:
-        raw = entry.get(METADATA_KEY)
-        if raw is None:
-            continue
-        record = json.loads(raw) if isinstance(raw, str) else dict(raw)
-        if record.get("sequence") is not None:
-            return _Fence(int(record["sequence"]), record.get("importId"), entry["version"])
-    return None
+    found = catalog.newest_record_with(head.table, "sequence", depth=RECENT_COMMITS)
+    if found is None:
+        return None
+    version, record = found
+    return _Fence(int(record["sequence"]), record.get("importId"), version)
 
 
 def summary(counts: ImportCounts) -> str:
@@ -547,7 +540,7 @@ class ImportRun:
         own = self.options.sequence
         if own is None or self.options.dry_run:
             return
-        newest = _newest_fence(head, self.catalog.table_ref)
+        newest = _newest_fence(self.catalog, head)
         if newest is None or newest.sequence <= own:
             return
         raise Superseded(

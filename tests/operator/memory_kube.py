@@ -86,6 +86,13 @@ class MemoryKube:
         self._changed(stored)
         return copy.deepcopy(stored)
 
+    def annotate_import(self, obj: dict[str, Any], key: str, value: str) -> dict[str, Any] | None:
+        meta = obj["metadata"]
+        if (meta["namespace"], meta["name"]) not in self.imports:
+            return None
+        self.annotate(meta["namespace"], meta["name"], key, value)
+        return self.get_import(meta["namespace"], meta["name"])
+
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.jobs.get((namespace, name)))
 

@@ -24,13 +24,15 @@ from memory_kube import MemoryKube
 from productimport.engine.catalog import Catalog
 from productimport.engine.errors import TemporaryFailure
 from productimport.engine.objectstore import LocalObjectStore
+from productimport.engine.options import ImportOptions
 from productimport.engine.progress import ProgressReporter
+from productimport.engine.runner import run_import
 from productimport.models.product import ErrorRecord, ImportCounts, ImportResult
 from productimport.models.resource import ANNOTATION_CANCEL
 from productimport.operator.jobs import build_job, job_name
 from productimport.operator.kube import Kube, KubeApi
 from productimport.operator.notify import SIGNING_SECRET
-from productimport.operator.queue import ImportQueues
+from productimport.operator.queue import ANNOTATION_SEQUENCE, ImportQueues
 from productimport.operator.reconcile import LEGACY_SHARED_SECRET, Reconciler
 from productimport.operator.settings import OperatorSettings
 from productimport.operator.store import ImportReports
@@ -190,6 +192,31 @@ class World:
         reporter = ProgressReporter()  # the loader's own writer of progress.json
         reporter.attach(catalog, uid)
         reporter.stage(stage, rows=rows)
+
+    def engine_import(
+        self, csv: str, import_id: str, catalog: str = "main", **options: Any
+    ) -> ImportResult:
+        """A real loader's import (the engine in-process) into the store the operator
+        reads: its commit in the catalog's Delta table, its result document."""
+        source = self.root.parent / f"{import_id}.csv"
+        source.write_text(csv)
+        opts = ImportOptions(
+            source=str(source), catalog=catalog, namespace=NS, store=str(self.root),
+            import_id=import_id, **options,
+        )  # fmt: skip
+        result, code = run_import(opts, store=self.store.inner)
+        assert code == 0 and result.phase == "Succeeded", result
+        return result
+
+    def commit(self, name: str, csv: str, **options: Any) -> ImportResult:
+        """The import `name`'s loader commits (under the import's uid)."""
+        catalog, uid = self._catalog(name)
+        return self.engine_import(csv, uid, catalog.name, **options)
+
+    def drop_result(self, name: str) -> None:
+        """The loader's result.json is not there (MinIO went after the commit)."""
+        catalog, uid = self._catalog(name)
+        self.store.inner.delete(catalog.import_key(uid, "result.json"))
 
     def minio(self, up: bool) -> None:
         """MinIO serves the store and the STS credentials: both go, and come back."""
@@ -457,7 +484,10 @@ def test_minio_down_for_longer_than_store_retry_seconds_fails_store_unavailable(
     assert "still failing after 60s" in status["message"]
 
 
-def test_minio_down_while_running_and_after_the_job_is_retried_then_fails(world):
+def test_minio_down_while_running_and_after_the_job_completed_waits_for_the_store(world):
+    """Issue 15, scenario 3: a store outage after the Job completed used to fail the
+    import as StoreUnavailable after store_retry_seconds, although it had succeeded.
+    Only the store can say how an ended Job went: the import waits for it, however long."""
     world.apply("lost")
     world.reconcile("lost")
     job = world.job("lost")
@@ -466,18 +496,22 @@ def test_minio_down_while_running_and_after_the_job_is_retried_then_fails(world)
     # Progress is a courtesy: a running Job stays Running without it.
     world.reconcile("lost")
     assert world.status("lost")["phase"] == "Running"
-    # The Job completed, but its result cannot be read: retried for store_retry_seconds.
+    # The Job completed, but its result cannot be read: retried, past store_retry_seconds.
     world.kube.complete(NS, job)
-    with pytest.raises(TemporaryFailure):
-        world.reconcile("lost")
-    assert world.status("lost")["phase"] == "Running"
-    world.clock.now += 30
-    with pytest.raises(TemporaryFailure):
-        world.reconcile("lost")
-    world.clock.now += 31
+    for step in (0, 30, 31, 3600):
+        world.clock.now += step
+        with pytest.raises(TemporaryFailure):
+            world.reconcile("lost")
+        status = world.status("lost")
+        assert status["phase"] == "Running" and status["reason"] == "WaitingForCatalog", status
+        assert f"the Job {job} completed; waiting for the store" in status["message"]
+        assert _condition(status, "Reconciling")["status"] == "True"
+    world.minio(up=True)
+    world.write_result("lost")
     world.reconcile("lost")
     status = world.status("lost")
-    assert status["phase"] == "Failed" and status["reason"] == "StoreUnavailable"
+    assert status["phase"] == "Succeeded" and status["reason"] == "ImportSucceeded"
+    assert status["counts"]["created"] == 1994
 
 
 def test_an_outage_that_ends_resets_the_store_retry_clock(world):
@@ -743,3 +777,159 @@ def test_the_loader_starting_is_told_once(world):
     world.reconcile("magento")
     assert world.kube.reasons(NS, "magento") == ["JobCreated", "ImportStarted"]
     assert world.status("magento")["reason"] == "JobRunning"
+
+
+# -- one source of truth: the catalog's history (issue 15, scenarios 1 and 3) -------------
+
+TWO_ROWS = "sku,name,price\nA,Alpha,1\nB,Beta,2\n"
+
+
+@pytest.mark.parametrize(
+    ("job_reason", "container"),
+    [
+        pytest.param(
+            "BackoffLimitExceeded", _terminated(75, message="MinIO unavailable while writing"),
+            id="minio-lost-after-the-commit",
+        ),
+        pytest.param("DeadlineExceeded", None, id="deadline"),
+    ],
+)  # fmt: skip
+def test_a_failed_job_whose_import_committed_ends_succeeded(world, job_reason, container):
+    """Scenario 1: the loader committed, then its Job failed before a result was written
+    (MinIO lost after the commit, the deadline): the catalog holds the import, so the
+    import Succeeded, and its condition says the Job failed after the commit."""
+    world.apply("committed")
+    world.reconcile("committed")
+    job = world.job("committed")
+    world.kube.run(NS, job)
+    world.commit("committed", TWO_ROWS)
+    world.drop_result("committed")
+    if container is not None:
+        world.kube.add_pod(NS, job, container=container, status={"phase": "Failed"})
+    world.kube.fail(NS, job, reason=job_reason, message="the Job failed", failed=4)
+    world.reconcile("committed")
+
+    status = world.status("committed")
+    assert status["phase"] == "Succeeded" and status["reason"] == "CommittedJobFailed", status
+    assert status["catalogVersion"] == 1
+    assert status["counts"]["created"] == 2 and status["counts"]["rows"] == 2
+    assert status["message"].startswith("committed as catalog version 1 (2 rows: 2 created")
+    assert "but the Job then failed" in status["message"]
+    for type_ in ("Ready", "Succeeded"):
+        condition = _condition(status, type_)
+        assert condition["status"] == "True" and condition["reason"] == "CommittedJobFailed"
+    assert status["errorsRef"].endswith("errors.csv") and status["jobName"] == job
+    assert world.kube.reasons(NS, "committed")[-1] == "ImportSucceeded"
+
+
+def test_a_completed_job_without_a_result_whose_import_committed_ends_succeeded(world):
+    world.apply("quiet")
+    world.reconcile("quiet")
+    world.commit("quiet", TWO_ROWS)
+    world.drop_result("quiet")
+    world.kube.complete(NS, world.job("quiet"))
+    for _ in range(2):  # result_read_attempts: the store may lag
+        world.reconcile("quiet")
+        assert world.status("quiet")["phase"] == "Running"
+    world.reconcile("quiet")
+    status = world.status("quiet")
+    assert status["phase"] == "Succeeded" and status["reason"] == "CommittedResultMissing"
+    assert status["catalogVersion"] == 1 and status["counts"]["created"] == 2
+    assert "committed as catalog version 1" in status["message"]
+
+
+def test_minio_down_after_the_job_failed_holds_the_import_until_the_catalog_answers(world):
+    """Scenario 3 with a failed Job: past store_retry_seconds the import used to fail as
+    StoreUnavailable, whatever the catalog held. It now waits in its phase, then follows
+    the catalog's history."""
+    world.apply("unsure")
+    world.reconcile("unsure")
+    job = world.job("unsure")
+    world.commit("unsure", TWO_ROWS)
+    world.drop_result("unsure")
+    world.kube.add_pod(
+        NS, job, container=_terminated(75, message="MinIO unavailable"), status={"phase": "Failed"}
+    )
+    world.kube.fail(NS, job, failed=4)
+    world.minio(up=False)
+    for step in (0, 30, 31, 3600):
+        world.clock.now += step
+        with pytest.raises(TemporaryFailure):
+            world.reconcile("unsure")
+        status = world.status("unsure")
+        assert status["phase"] == "Running" and status["reason"] == "WaitingForCatalog", status
+        assert f"the Job {job} failed; waiting for the store" in status["message"]
+    world.minio(up=True)
+    world.reconcile("unsure")
+    status = world.status("unsure")
+    assert status["phase"] == "Succeeded" and status["reason"] == "CommittedJobFailed", status
+    assert status["counts"]["created"] == 2
+
+
+def test_a_superseded_loader_fails_the_import_superseded(world):
+    """The loader's own word still counts where the catalog does not hold the import."""
+    world.apply("late")
+    world.reconcile("late")
+    job = world.job("late")
+    world.write_result(
+        "late", phase="Failed", reason="Superseded", catalogVersion=3,
+        message="import x (sequence 3), admitted after this one (sequence 2), has already "
+        "committed version 3",
+    )  # fmt: skip
+    world.kube.add_pod(NS, job, container=_terminated(65), status={"phase": "Failed"})
+    world.kube.fail(NS, job, reason="PodFailurePolicy", message="exit code 65")
+    world.reconcile("late")
+    status = world.status("late")
+    assert status["phase"] == "Failed" and status["reason"] == "Superseded", status
+    assert "admitted after this one" in status["message"]
+
+
+# -- fencing: a sequence per catalog, in the order imports run ---------------------------
+
+
+def _sequence_arg(world: World, name: str) -> str | None:
+    job = world.kube.get_job(NS, world.job(name))
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args[args.index("--sequence") + 1] if "--sequence" in args else None
+
+
+def _annotation(world: World, name: str) -> str | None:
+    meta = world.kube.imports[(NS, name)]["metadata"]
+    return (meta.get("annotations") or {}).get(ANNOTATION_SEQUENCE)
+
+
+def test_each_import_runs_with_a_sequence_that_grows_in_admission_order(world):
+    for name in ("first", "second", "third"):
+        world.apply(name)
+    for name in ("third", "second", "first"):
+        world.reconcile(name)
+    assert _sequence_arg(world, "first") == "1" and _annotation(world, "first") == "1"
+    # A queued import has none yet: it gets its number as it takes the catalog.
+    assert _annotation(world, "second") is None and _annotation(world, "third") is None
+    for name, following, expected in (("first", "second", "2"), ("second", "third", "3")):
+        world.kube.complete(NS, world.job(name))
+        world.write_result(name)
+        world.reconcile(name)
+        assert _sequence_arg(world, following) == expected
+        assert _annotation(world, following) == expected
+    # Each catalog counts for itself.
+    world.apply("elsewhere", catalog="outlet")
+    world.reconcile("elsewhere")
+    assert _sequence_arg(world, "elsewhere") == "1"
+
+
+def test_a_job_created_again_runs_with_the_same_sequence(world):
+    world.apply("again")
+    world.reconcile("again")
+    world.kube.delete_job(NS, world.job("again"))  # kubectl delete job --cascade=orphan
+    world.reconcile("again")
+    assert _sequence_arg(world, "again") == "1" and _annotation(world, "again") == "1"
+
+
+def test_sequences_continue_above_the_catalogs_own_commits(world):
+    """The ProductImports that carried earlier numbers may have been deleted: the
+    catalog's history still holds the highest, and the next import goes above it."""
+    world.engine_import(TWO_ROWS, "deleted-long-ago", sequence=7)
+    world.apply("next")
+    world.reconcile("next")
+    assert _sequence_arg(world, "next") == "8"
