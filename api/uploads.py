@@ -7,15 +7,19 @@ the multipart upload (or deletes the finished object): no orphan object, no reso
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
+from productimport import egress
 from productimport.api.auth import EMAIL_PATTERN, Principal
 from productimport.api.context import current_request_id
 from productimport.api.errors import ApiError
@@ -54,8 +58,13 @@ class UploadRequest:
     mode: str | None = None
     dry_run: bool = False
     notify_email: bool | None = None
-    # Where that mail goes (spec.notify.email): resolved by upload_and_create.
+    # Where that mail goes (spec.notify.email): the client's own address (the native
+    # route's notifyEmail), else resolved by upload_and_create.
     notify_address: str | None = None
+    # The form field that asked for mail, as the refusals name it.
+    notify_field: str = "notify_email"
+    # spec.notify.webhook (the native route's notifyWebhook), checked by check_webhook.
+    notify_webhook: str | None = None
     extra_annotations: dict[str, str] = field(default_factory=dict)
 
 
@@ -89,8 +98,13 @@ def build_resource(
         spec["preset"] = options.preset
     if options.mode:
         spec["mode"] = options.mode
+    notify: dict[str, str] = {}
     if options.notify_email and options.notify_address:
-        spec["notify"] = {"email": options.notify_address}
+        notify["email"] = options.notify_address
+    if options.notify_webhook:
+        notify["webhook"] = options.notify_webhook
+    if notify:
+        spec["notify"] = notify
     annotations = {
         ANNOTATION_REQUEST_ID: current_request_id(),
         ANNOTATION_UPLOADED_BY: _annotation_safe(principal.name),
@@ -131,30 +145,93 @@ async def _namespace_address(svc: Services, namespace: str) -> str | None:
     return value
 
 
-async def notify_address(svc: Services, principal: Principal, namespace: str) -> str:
-    """Where mail about an import asked for with notify_email=true goes: the caller's
-    token's address, else the namespace's (annotation NAMESPACE_NOTIFY_EMAIL). A 422
-    when this installation sends no mail or there is no address: accepting the flag and
-    sending nothing would be worse than saying no."""
+async def notify_address(
+    svc: Services,
+    principal: Principal,
+    namespace: str,
+    explicit: str | None = None,
+    field: str = "notify_email",
+) -> str:
+    """Where mail about an import goes: the address the client named (`explicit`, the
+    native route's notifyEmail=ADDRESS), else for `true` the caller's token's address,
+    else the namespace's (annotation NAMESPACE_NOTIFY_EMAIL). A 422 when this
+    installation sends no mail or there is no address: accepting the flag and sending
+    nothing would be worse than saying no."""
+    asked = f"{field}={explicit or 'true'}"
     if not svc.settings.email_enabled:
         raise ApiError(
             422,
-            "notify_email=true, but this installation sends no mail (the operator has no "
-            "SMTP server); leave notify_email out or set it to false",
+            f"{asked}, but this installation sends no mail (the operator has no "
+            f"SMTP server); leave {field} out or set it to false",
             code="email_not_configured",
         )
+    if explicit:
+        return explicit
     if principal.email:
         return principal.email
     address = await _namespace_address(svc, namespace)
     if address:
         return address
+    # The SaaS flag is a boolean; the native field also takes the address itself.
+    name_one = "" if field == "notify_email" else "name an address, or "
     raise ApiError(
         422,
-        f"notify_email=true, but there is no address to send to: {principal.name!r} has "
+        f"{asked}, but there is no address to send to: {principal.name!r} has "
         f"none configured and namespace {namespace!r} has no {NAMESPACE_NOTIFY_EMAIL} "
-        "annotation (set by an administrator); leave notify_email out or set it to false",
+        f"annotation (set by an administrator); {name_one}leave {field} out or set it "
+        "to false",
         code="no_notify_address",
     )
+
+
+@functools.cache
+def egress_settings() -> egress.EgressSettings:
+    """The outbound policy, from the same PRODUCTIMPORT_EGRESS_* variables the operator
+    delivers webhooks under (read once)."""
+    return egress.EgressSettings()
+
+
+def check_webhook(url: str, settings: egress.EgressSettings, field: str = "notifyWebhook") -> str:
+    """Refuse, with 422 at upload, a webhook the operator's egress policy would refuse at
+    delivery for certain: a scheme other than https (http only where the policy allows
+    it), no host, credentials in the URL (the spec is readable by everyone who may read
+    the import), or a literal address that is not public and that no rule allows. A host
+    name is resolved and checked when the operator connects (productimport/egress.py),
+    not here: DNS may answer differently then."""
+
+    def refuse(why: str) -> ApiError:
+        return ApiError(422, f"{field} {url!r}: {why}", code="invalid_webhook")
+
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise refuse("a URL has no spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise refuse(f"not a URL ({exc})") from exc
+    schemes = ("https", "http") if settings.allow_http else ("https",)
+    if parts.scheme not in schemes or not url.startswith(f"{parts.scheme}://"):
+        raise refuse(f"only {' or '.join(s + '://' for s in schemes)} URLs are allowed")
+    if not parts.hostname:
+        raise refuse("no host")
+    if parts.username is not None or parts.password is not None:
+        raise refuse(
+            "credentials in the URL would be readable in the ProductImport's spec; "
+            "verify the X-ProductImport-Signature header instead (docs/operations.md)"
+        )
+    if parts.fragment:
+        raise refuse("a fragment is never sent; leave it out")
+    try:
+        address = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        return url  # a host name: checked on the address it resolves to, at delivery
+    port = port or (443 if parts.scheme == "https" else 80)
+    if not egress.is_allowed(address, port, settings.allow):
+        raise refuse(
+            f"{address} is not a public address; the operator would refuse to post to it "
+            "(an administrator can allow it: egress.allow in the chart's values)"
+        )
+    return url
 
 
 async def upload_and_create(
@@ -198,8 +275,16 @@ async def upload_and_create(
         except FormatError as exc:
             status = (format_status or {}).get(exc.status, exc.status)
             raise ApiError(status, exc.detail, code="unsupported_format") from exc
+        if options.notify_webhook:
+            check_webhook(options.notify_webhook, egress_settings())
         if options.notify_email:
-            options.notify_address = await notify_address(svc, principal, namespace)
+            options.notify_address = await notify_address(
+                svc,
+                principal,
+                namespace,
+                explicit=options.notify_address,
+                field=options.notify_field,
+            )
         await writer.finish()
         body = build_resource(namespace, catalog, api, bucket, key, fmt, options, upload, principal)
         obj = await svc.imports.create(namespace, body)

@@ -57,6 +57,12 @@ class ImportAccepted(BaseModel):
     statusUrl: str
     errorsUrl: str
     requestId: str | None = None
+    notifyEmail: str | None = Field(
+        None, description="where the outcome will be mailed (spec.notify.email), if asked"
+    )
+    notifyWebhook: str | None = Field(
+        None, description="where the outcome will be posted (spec.notify.webhook), if asked"
+    )
 
 
 class ImportStatus(BaseModel):
@@ -130,8 +136,17 @@ def status_of(imp: ImportView) -> ImportStatus:
 
 def _native_options(fields: dict[str, str]) -> UploadRequest:
     form = parse_form(NativeForm, fields)
+    email = form.notifyEmail
     return UploadRequest(
-        format=form.format, preset=form.preset, mode=form.mode, dry_run=form.dryRun
+        format=form.format,
+        preset=form.preset,
+        mode=form.mode,
+        dry_run=form.dryRun,
+        # No annotation for an upload that asks for no mail (as before these fields).
+        notify_email=True if email is not None else None,
+        notify_address=email if isinstance(email, str) else None,
+        notify_field="notifyEmail",
+        notify_webhook=form.notifyWebhook,
     )
 
 
@@ -145,7 +160,12 @@ def _native_options(fields: dict[str, str]) -> UploadRequest:
         404: {"description": "the namespace does not exist"},
         413: {"description": "file over the size limit"},
         415: {},
-        422: {},
+        422: {
+            "description": "a form field is invalid (a bad notifyEmail or notifyWebhook: "
+            "`invalid`, `invalid_webhook`), mail was asked for where none is sent "
+            "(`email_not_configured`) or there is no address (`no_notify_address`), or "
+            "the content is not the declared format"
+        },
     },
 )
 async def create_import(
@@ -167,6 +187,7 @@ async def create_import(
     )
     imp = view(obj)
     status_url, errors_url = _urls(imp)
+    notify = obj["spec"].get("notify") or {}
     return ImportAccepted(
         name=imp.name,
         namespace=namespace,
@@ -176,6 +197,8 @@ async def create_import(
         statusUrl=status_url,
         errorsUrl=errors_url,
         requestId=imp.request_id,
+        notifyEmail=notify.get("email"),
+        notifyWebhook=notify.get("webhook"),
     )
 
 
