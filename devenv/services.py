@@ -185,6 +185,8 @@ def components(env: DevEnv) -> list[Component]:
             "PRODUCTIMPORT_API_CATALOG_BUCKET": CATALOG_BUCKET,
             # The dev operator has an SMTP server (mail_settings): notify_email works.
             "PRODUCTIMPORT_API_EMAIL_ENABLED": "true",
+            # Webhook URLs given at upload are checked against the operator's policy.
+            **egress_policy(env),
         },
     )
     return [mail_server(env), operator, api]

@@ -137,3 +137,15 @@ volumes:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/*
+The egress policy's rules (productimport/egress.py): the operator applies them to
+webhooks and its loaders to URL sources; the API checks a webhook URL given at upload
+against the same rules.
+*/}}
+{{- define "productimport.egressPolicyEnv" -}}
+- name: PRODUCTIMPORT_EGRESS_ALLOW
+  value: {{ .Values.egress.allow | toJson | quote }}
+- name: PRODUCTIMPORT_EGRESS_ALLOW_HTTP
+  value: {{ .Values.egress.allowHttp | quote }}
+{{- end }}
