@@ -47,8 +47,9 @@ def phase_of(conditions: list[dict[str, Any]]) -> Phase:
     if by_type.get("Stalled") == TRUE or by_type.get("Succeeded") == FALSE:
         return Phase.Failed
     reasons = {c["type"]: c.get("reason") for c in conditions}
-    # Not started yet: behind another import of the catalog, or without its credentials.
-    if reasons.get("Reconciling") in ("Queued", "WaitingForStore"):
+    # Not started yet: behind another import of the catalog, without its credentials, or
+    # without a running slot.
+    if reasons.get("Reconciling") in ("Queued", "WaitingForStore", "WaitingForSlot"):
         return Phase.Queued
     return Phase.Running
 

@@ -11,12 +11,13 @@ never run two in one catalog.
 
 from __future__ import annotations
 
-import json
+import heapq
 import threading
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from typing import Any
 
-from productimport.engine.catalog import METADATA_KEY, RECENT_COMMITS, Catalog, _delta_errors
+from productimport.engine.catalog import RECENT_COMMITS, Catalog
 from productimport.models.resource import GROUP
 from productimport.operator.conditions import is_terminal
 
@@ -44,17 +45,8 @@ def committed_sequence(catalog: Catalog) -> int:
     table = catalog.open_table()
     if table is None:
         return 0
-    for limit in (1, RECENT_COMMITS):  # nearly always the latest commit has one
-        with _delta_errors(f"reading the history of {catalog.table_ref}"):
-            entries = table.history(limit)
-        for entry in entries:
-            raw = entry.get(METADATA_KEY)
-            record = (json.loads(raw) if isinstance(raw, str) else dict(raw)) if raw else {}
-            if record.get("sequence") is not None:
-                return int(record["sequence"])
-        if len(entries) < limit:
-            break  # that was the whole history
-    return 0
+    found = catalog.newest_record_with(table, "sequence", depth=RECENT_COMMITS)
+    return int(found[1]["sequence"]) if found else 0
 
 
 @dataclass(frozen=True)
@@ -93,6 +85,26 @@ def holder_and_queue(waiting: list[Waiting]) -> tuple[Waiting | None, list[Waiti
     return holder, [w for w in ordered if w is not holder]
 
 
+def fair_order(candidates: list[Waiting], running: Counter[str]) -> list[Waiting]:
+    """The order in which catalogs waiting for a running slot get one: each next slot
+    goes to the namespace with the fewest imports running or already placed before it
+    (ties: its oldest waiting import), oldest first within a namespace. A namespace that
+    queues a thousand imports gets one slot for each the others get, never the lot."""
+    by_namespace: dict[str, list[Waiting]] = {}
+    for w in sorted(candidates, key=lambda w: w.order):
+        by_namespace.setdefault(w.namespace, []).append(w)
+    heap = [(running[ns], queue[0].order, ns, 0) for ns, queue in by_namespace.items()]
+    heapq.heapify(heap)
+    order: list[Waiting] = []
+    while heap:
+        load, _, ns, index = heapq.heappop(heap)
+        queue = by_namespace[ns]
+        order.append(queue[index])
+        if index + 1 < len(queue):
+            heapq.heappush(heap, (load + 1, queue[index + 1].order, ns, index + 1))
+    return order
+
+
 class ImportQueues:
     """The non-terminal ProductImports of every catalog, from the watch stream."""
 
@@ -109,6 +121,57 @@ class ImportQueues:
                 self._by_uid.pop(uid, None)
             else:
                 self._by_uid[uid] = Waiting.of(obj)
+
+    def started(self, uid: str) -> None:
+        """The operator created the import's Job (before its watch event says so): it
+        takes a running slot now."""
+        with self._lock:
+            if uid in self._by_uid:
+                self._by_uid[uid] = replace(self._by_uid[uid], has_job=True)
+
+    def _contenders(self, per_namespace: int) -> tuple[Counter[str], list[Waiting]]:
+        """Running imports per namespace, and the catalogs' heads waiting for a slot
+        (namespaces at their own limit left out)."""
+        with self._lock:
+            everything = list(self._by_uid.values())
+        running = Counter(w.namespace for w in everything if w.has_job)
+        catalogs: dict[tuple[str, str], list[Waiting]] = {}
+        for w in everything:
+            catalogs.setdefault((w.namespace, w.catalog), []).append(w)
+        heads = [h for h, _ in map(holder_and_queue, catalogs.values()) if h and not h.has_job]
+        if per_namespace:
+            heads = [h for h in heads if running[h.namespace] < per_namespace]
+        return running, heads
+
+    def next_to_start(self, limit: int, per_namespace: int) -> list[Waiting]:
+        """The heads that get the free running slots now, in order, under the
+        cluster-wide limit (0: none) and the per-namespace one (0: none), shared fairly
+        between namespaces (fair_order)."""
+        running, heads = self._contenders(per_namespace)
+        free = limit - sum(running.values()) if limit else len(heads)
+        return fair_order(heads, running)[: max(0, free)]
+
+    def slot_for(self, candidate: Waiting, limit: int, per_namespace: int) -> str | None:
+        """None if the head of its catalog may start now; else why it waits (a message
+        that stays the same while it waits, so its status is not rewritten each pass)."""
+        if not limit and not per_namespace:
+            return None
+        with self._lock:
+            known = self._by_uid.get(candidate.uid)
+        if known is not None and known.has_job:
+            return None  # it holds its slot already (its Job is being made again)
+        if any(w.uid == candidate.uid for w in self.next_to_start(limit, per_namespace)):
+            return None
+        running, _ = self._contenders(0)
+        if per_namespace and running[candidate.namespace] >= per_namespace:
+            return (
+                f"waiting for a running slot: namespace {candidate.namespace!r} has "
+                f"{per_namespace} imports running, its limit"
+            )
+        return (
+            f"waiting for a running slot: at most {limit} imports run at once in the "
+            "cluster, shared fairly between namespaces"
+        )
 
     def forget(self, uid: str) -> None:
         """The import ended (before its watch event says so)."""

@@ -155,6 +155,8 @@ class Reconciler:
         )
         self._clock = clock
         self._locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+        # Taken after a catalog's lock, around the running-limit decision and the Job.
+        self._slots = threading.Lock()
         self._guard = threading.Lock()
         # Per import: passes that found a finished Job but no result, or no store at all.
         self._missing_results: dict[str, int] = defaultdict(int)
@@ -435,6 +437,30 @@ class Reconciler:
         except credentials.SourceNotAllowed as exc:
             self._finish_failed(obj, "SourceNotAllowed", str(exc))
             return True
+        with self._slots:  # one decision at a time, or two could take the last slot
+            if not self._take_slot(obj):
+                return False
+            return self._start(obj, spec)
+
+    def _take_slot(self, obj: dict[str, Any]) -> bool:
+        """Whether the catalog's head may start under the running limits (with the
+        watch-fed queues; without them there is no view of the whole cluster); if not,
+        its status says why it waits."""
+        if self.queues is None:
+            return True
+        why = self.queues.slot_for(
+            Waiting.of(obj, has_job=False),
+            self.settings.max_running_imports,
+            self.settings.max_running_imports_per_namespace,
+        )
+        if why is None:
+            return True
+        if self._patch_if_changed(obj, status_patch("queued", "WaitingForSlot", why, obj)):
+            self.kube.event(obj, NORMAL, "WaitingForSlot", why)
+        return False
+
+    def _start(self, obj: dict[str, Any], spec: ProductImportSpec) -> bool:
+        meta = obj["metadata"]
         try:
             obj = self._admit(obj, spec)
             self._loader_credentials(obj, spec, job_name(obj))
@@ -446,6 +472,8 @@ class Reconciler:
             raise
         job = build_job(obj, self.settings)
         created = self.kube.create_job(job)
+        if self.queues is not None:
+            self.queues.started(meta["uid"])  # it holds a running slot from now
         name = job["metadata"]["name"]
         if created:
             self.kube.event(obj, NORMAL, "JobCreated", f"created Job {name}")
@@ -504,17 +532,27 @@ class Reconciler:
         self.kube.delete_secret(namespace, LEGACY_SHARED_SECRET)
 
     def _start_next(self, namespace: str, catalog: str) -> None:
-        """The catalog is free: give it to the next import now, not at its next poll."""
+        """The catalog and a running slot are free: give them to the next imports now,
+        not at their next poll (the catalog's next import, then whichever catalogs the
+        running limit lets start, in their fair order)."""
         with self._lock(namespace, catalog):
             holder, _ = self._holder(namespace, catalog)
-        if holder is None:
-            return
-        try:
-            self.reconcile(namespace, holder.name)
-        except TemporaryFailure as exc:
-            # Not this import's failure (it has ended): the next one waits for the store,
-            # and its own handler or the periodic resync tries again.
-            log.warning("cannot start %s/%s yet: %s", namespace, holder.name, exc)
+        nexts = [(namespace, holder.name)] if holder is not None else []
+        if self.queues is not None:
+            nexts += [
+                (w.namespace, w.name)
+                for w in self.queues.next_to_start(
+                    self.settings.max_running_imports,
+                    self.settings.max_running_imports_per_namespace,
+                )
+            ]
+        for next_namespace, name in dict.fromkeys(nexts):
+            try:
+                self.reconcile(next_namespace, name)
+            except TemporaryFailure as exc:
+                # Not this import's failure (it has ended): the next one waits for the
+                # store, and its own handler or the periodic resync tries again.
+                log.warning("cannot start %s/%s yet: %s", next_namespace, name, exc)
 
     # -- running ------------------------------------------------------------------------
 

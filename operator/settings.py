@@ -60,6 +60,10 @@ class OperatorSettings(BaseSettings):
     # How often the head of each catalog's queue is started if it has not been (a
     # start that waited for the store, a missed wake-up): one pass per catalog.
     queue_resync_seconds: float = 30.0
+    # Imports running at once, cluster-wide (0: no limit), shared fairly between
+    # namespaces; and per namespace (0: no limit of its own). docs/operations.md.
+    max_running_imports: int = Field(50, ge=0)
+    max_running_imports_per_namespace: int = Field(0, ge=0)
     # A Job that completed but whose result is not (yet) in the store: passes to wait.
     result_read_attempts: int = 20
     # The store unreachable for the operator itself: how long to keep retrying an import

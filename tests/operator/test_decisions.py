@@ -933,3 +933,94 @@ def test_sequences_continue_above_the_catalogs_own_commits(world):
     world.apply("next")
     world.reconcile("next")
     assert _sequence_arg(world, "next") == "8"
+
+
+# -- running limits: cluster-wide, per namespace, fair between namespaces ----------------
+
+
+def _limited_world(tmp_path: Path, limit: int, per_namespace: int = 0) -> World:
+    world = World(tmp_path / "store", "watch")  # limits need the whole cluster's view
+    world.settings.max_running_imports = limit
+    world.settings.max_running_imports_per_namespace = per_namespace
+    return world
+
+
+def _apply_in(world: World, namespace: str, name: str) -> None:
+    source = {"object": {"bucket": "uploads", "key": f"{namespace}/{name}.csv"}}
+    world.kube.apply(namespace, name, {"catalog": name, "source": source})
+
+
+def _running(world: World) -> list[tuple[str, str]]:
+    return sorted(
+        (ns, name)
+        for (ns, name) in world.kube.imports
+        if world.kube.job_of(ns, name) is not None
+        and not world.kube.status(ns, name).get("completionTime")
+    )
+
+
+def test_no_more_imports_run_than_the_cluster_limit_and_a_freed_slot_starts_the_next(
+    tmp_path: Path,
+):
+    world = _limited_world(tmp_path, limit=2)
+    for name in ("c1", "c2", "c3"):
+        _apply_in(world, NS, name)
+        world.reconciler.reconcile(NS, name)
+    assert _running(world) == [(NS, "c1"), (NS, "c2")]
+    waiting = world.kube.status(NS, "c3")
+    assert waiting["phase"] == "Queued"
+    assert "at most 2 imports run at once" in waiting["message"]
+    # c1 ends: its slot goes to c3 at once, not at c3's next poll.
+    world.kube.complete(NS, world.kube.job_of(NS, "c1")["metadata"]["name"])
+    world.write_result("c1")
+    world.reconciler.reconcile(NS, "c1")
+    assert world.kube.status(NS, "c1")["phase"] == "Succeeded"
+    assert world.kube.job_of(NS, "c3") is not None
+
+
+def test_a_flooding_namespace_does_not_starve_another(tmp_path: Path):
+    """Issue 16's target: with a running limit, one namespace with many queued imports and
+    one with a few, the few all start before the many's tenth does."""
+    world = _limited_world(tmp_path, limit=2)
+    flood, few = "flood", "few"
+    for i in range(30):
+        _apply_in(world, flood, f"f{i:02d}")
+    for i in range(3):
+        _apply_in(world, few, f"s{i}")
+    started: list[tuple[str, str]] = []
+
+    def pass_over_everything() -> None:
+        for ns, name in sorted(world.kube.imports):
+            world.reconciler.reconcile(ns, name)
+
+    while len(started) < 12:
+        pass_over_everything()
+        now = _running(world)
+        started += [r for r in now if r not in started]
+        for ns, name in now:  # every running import finishes
+            world.kube.complete(ns, world.kube.job_of(ns, name)["metadata"]["name"])
+            catalog = Catalog(world.store.inner, ns, name)
+            uid = world.kube.imports[(ns, name)]["metadata"]["uid"]
+            result = ImportResult(
+                importId=uid, namespace=ns, catalog=name, phase="Succeeded",
+                reason="ImportSucceeded", message="done", counts=ImportCounts(),
+                catalogVersion=0, completedAt=datetime.now(UTC),
+            )  # fmt: skip
+            key = catalog.import_key(uid, "result.json")
+            world.store.inner.put(key, result.model_dump_json().encode(), "application/json")
+            world.reconciler.reconcile(ns, name)
+    first_ten_of_flood = [r for r in started if r[0] == flood][:10]
+    last_of_few = max(started.index(r) for r in started if r[0] == few)
+    assert len([r for r in started if r[0] == few]) == 3
+    assert last_of_few < started.index(first_ten_of_flood[-1])
+
+
+def test_a_namespace_limit_holds_while_others_still_start(tmp_path: Path):
+    world = _limited_world(tmp_path, limit=0, per_namespace=1)
+    for ns, name in [("a", "a1"), ("a", "a2"), ("b", "b1")]:
+        _apply_in(world, ns, name)
+        world.reconciler.reconcile(ns, name)
+    assert _running(world) == [("a", "a1"), ("b", "b1")]
+    waiting = world.kube.status("a", "a2")
+    assert waiting["phase"] == "Queued"
+    assert "namespace 'a' has 1 imports running, its limit" in waiting["message"]
