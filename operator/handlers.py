@@ -27,6 +27,7 @@ from typing import Any
 import kopf
 
 from productimport.engine.errors import TemporaryFailure
+from productimport.engine.storecheck import StoreUnfit, check_conditional_writes
 from productimport.models.resource import GROUP, PLURAL, VERSION
 from productimport.operator.conditions import is_terminal
 from productimport.operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
@@ -69,6 +70,18 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+
+
+@kopf.on.startup()
+def check_store(memo: kopf.Memo, **_: Any) -> None:
+    """Refuse to run against a store whose conditional writes are not honoured: every
+    catalog commit depends on them (engine/storecheck.py)."""
+    try:
+        check_conditional_writes(memo.reconciler.reports.store, ".productimport/conditional-writes")
+    except StoreUnfit as exc:
+        raise kopf.PermanentError(exc.message) from exc
+    except TemporaryFailure as exc:
+        raise kopf.TemporaryError(f"cannot check the store yet: {exc}", delay=5) from exc
 
 
 def _has_job(body: kopf.Body, **_: Any) -> bool:

@@ -81,6 +81,7 @@ from productimport.engine.relations import (
     TYPED_UNNUMBERED,
 )
 from productimport.engine.source import LocalSource, describe, fetch, local_path
+from productimport.engine.storecheck import check_conditional_writes
 from productimport.engine.validate import (
     CHECKED_FIELDS,
     RAW_OF,
@@ -502,6 +503,8 @@ class ImportRun:
                     else "catalog unchanged",
                 )
             self.progress.stage("committing", rows=counts.rows)
+            if attempt == 0:  # a commit is only as safe as the store's conditional PUT
+                check_conditional_writes(self.store, self.catalog.key(".conditional-writes"))
             added = self._upload(merged.changed)
             record = {
                 "importId": self.options.import_id,
