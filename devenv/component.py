@@ -20,6 +20,13 @@ class DevEnvError(RuntimeError):
     """A component could not be obtained or started; the message says which and why."""
 
 
+class ForeignComponent(DevEnvError):
+    """Something this environment did not start already answers where one of its
+    components would (another checkout's environment, or a process an earlier one lost
+    track of). Nothing of this environment was changed, and nothing must be stopped in
+    return: the machine's shared parts (the node's bridge) are the other's."""
+
+
 @dataclass
 class Component:
     name: str

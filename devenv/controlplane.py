@@ -20,7 +20,14 @@ from pathlib import Path
 
 from devenv import node
 from devenv import pki as pki_mod
-from devenv.component import Component, DevEnvError, http_ok, unverified_tls, write_kubeconfig
+from devenv.component import (
+    Component,
+    DevEnvError,
+    ForeignComponent,
+    http_ok,
+    unverified_tls,
+    write_kubeconfig,
+)
 from devenv.layout import REPO, Layout
 from devenv.supervisor import Supervisor
 
@@ -284,7 +291,7 @@ class DevEnv:
             # Not ours, yet it answers where ours would: a process an earlier environment
             # lost track of. Tests would talk to it (other tokens, other code) and fail
             # in baffling ways; the new process would not even bind its port.
-            raise DevEnvError(
+            raise ForeignComponent(
                 f"something already answers for {comp.name} although this environment runs "
                 f"no {comp.name}: stop the process listening on its port (`ss -ltnp`), "
                 "then run again"

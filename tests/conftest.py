@@ -20,6 +20,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from minio import Minio
 
+from devenv.component import ForeignComponent
 from devenv.controlplane import DevEnv, DevEnvError
 
 
@@ -56,8 +57,10 @@ def cluster() -> Iterator[Cluster]:
     try:
         values = env.up()
     except DevEnvError as exc:
-        if not already_up:
-            env.down()  # leave nothing half-started behind
+        # Leave nothing half-started behind; but when another environment holds the
+        # machine, nothing here was started, and stopping would take its bridge away.
+        if not already_up and not isinstance(exc, ForeignComponent):
+            env.down()
         pytest.fail(f"the local control plane could not be started: {exc}", pytrace=False)
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
