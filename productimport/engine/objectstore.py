@@ -55,6 +55,16 @@ class ObjectStore(Protocol):
     def table_location(self) -> tuple[str, dict[str, str]]: ...
 
 
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename durable: until its directory is synced, a power loss can undo it
+    (the file's own fsync covers its content only)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LocalObjectStore:
     """Objects as files below a directory; writes are atomic renames.
 
@@ -97,6 +107,7 @@ class LocalObjectStore:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
+            _fsync_directory(path.parent)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -130,6 +141,7 @@ class LocalObjectStore:
                 dst.flush()
                 os.fsync(dst.fileno())
             os.replace(tmp, target)
+            _fsync_directory(target.parent)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
