@@ -462,8 +462,10 @@ class Reconciler:
     def _start(self, obj: dict[str, Any], spec: ProductImportSpec) -> bool:
         meta = obj["metadata"]
         try:
-            obj = self._admit(obj, spec)
+            # Credentials first: while MinIO is down, the status names MinIO (its STS),
+            # not the catalog table the sequence is read from.
             self._loader_credentials(obj, spec, job_name(obj))
+            obj = self._admit(obj, spec)
         except TemporaryFailure as exc:
             # No Job without its credentials: say why it waits; reconcile() retries, and
             # fails the import after store_retry_seconds.

@@ -201,7 +201,10 @@ def test_the_image_runs_the_loader(product_rootfs, tmp_path):
 
 def test_the_image_is_small_and_keeps_the_hosts_ca_bundle_out(product_rootfs):
     ref, rootfs = product_rootfs
-    assert images.image_size_mb(ref) < 300
+    # 437 MB on 2026-11-29: 273 MB before the catalog became a Delta table, plus
+    # delta-rs's one library (128 MB, already stripped), arro3 (11 MB) and, for OIDC
+    # tokens, cryptography (16 MB). The bound catches the next unnoticed dependency.
+    assert images.image_size_mb(ref) < 480
     assert not (rootfs / "opt/venv/bin/pip").exists()
     # The host's bundle (here it trusts an intercepting proxy) was only mounted into the
     # build's RUN steps: the image has the base's own, from Debian's ca-certificates.
