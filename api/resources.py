@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -17,6 +16,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from productimport.api.errors import ApiError
+from productimport.models.events import event_body
 from productimport.models.resource import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
@@ -123,24 +123,12 @@ class NamespaceEvents:
         self._warned = False
 
     async def emit(self, namespace: str, type_: str, reason: str, message: str) -> None:
-        stamp = datetime.now(UTC)
-        body = k8s.CoreV1Event(
-            metadata=k8s.V1ObjectMeta(generate_name=f"{namespace}.", namespace=namespace),
-            # A cluster-scoped object's Events would belong in `default`; naming the
-            # namespace as its own keeps them where the tenant looks (and may look).
-            involved_object=k8s.V1ObjectReference(
-                api_version="v1", kind="Namespace", name=namespace, namespace=namespace
-            ),
-            type=type_,
-            reason=reason,
-            message=message[:1024],
-            source=k8s.V1EventSource(component=EVENT_COMPONENT),
-            reporting_component=EVENT_COMPONENT,
-            reporting_instance=EVENT_COMPONENT,
-            first_timestamp=stamp,
-            last_timestamp=stamp,
-            count=1,
+        # A cluster-scoped object's Events would belong in `default`; naming the
+        # namespace as its own keeps them where the tenant looks (and may look).
+        involved = k8s.V1ObjectReference(
+            api_version="v1", kind="Namespace", name=namespace, namespace=namespace
         )
+        body = event_body(involved, type_, reason, message, EVENT_COMPONENT)
         try:
             await anyio.to_thread.run_sync(
                 lambda: self._core.create_namespaced_event(namespace, body)

@@ -8,12 +8,12 @@ against an in-memory one (tests/operator/memory_kube.py).
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from productimport.models.events import event_body
 from productimport.models.resource import GROUP, KIND, PLURAL, VERSION
 from productimport.operator.jobs import LABEL_CATALOG, LABEL_MANAGED_BY, MANAGED_BY
 
@@ -155,29 +155,15 @@ class Kube:
 
     def event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
         meta = obj["metadata"]
-        stamp = datetime.now(UTC)
-        body = k8s.CoreV1Event(
-            metadata=k8s.V1ObjectMeta(
-                generate_name=f"{meta['name'][:200]}.", namespace=meta["namespace"]
-            ),
-            involved_object=k8s.V1ObjectReference(
-                api_version=f"{GROUP}/{VERSION}",
-                kind=KIND,
-                name=meta["name"],
-                namespace=meta["namespace"],
-                uid=meta["uid"],
-                resource_version=meta.get("resourceVersion"),
-            ),
-            type=type_,
-            reason=reason,
-            message=message[:1024],
-            source=k8s.V1EventSource(component=COMPONENT),
-            reporting_component=COMPONENT,
-            reporting_instance=COMPONENT,
-            first_timestamp=stamp,
-            last_timestamp=stamp,
-            count=1,
+        involved = k8s.V1ObjectReference(
+            api_version=f"{GROUP}/{VERSION}",
+            kind=KIND,
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta["uid"],
+            resource_version=meta.get("resourceVersion"),
         )
+        body = event_body(involved, type_, reason, message, COMPONENT)
         # An Event is worth a try, never a failed reconcile.
         with contextlib.suppress(ApiException):
             self.core.create_namespaced_event(meta["namespace"], body)
