@@ -43,3 +43,22 @@ def wait_for(
                 f"timed out after {timeout:.0f}s waiting for {what} ({seen})", pytrace=False
             )
         time.sleep(interval)
+
+
+def wait_until(
+    fetch: Callable[[], T],
+    done: Callable[[T], bool],
+    what: str,
+    timeout: float = DEFAULT_TIMEOUT,
+    interval: float = 0.3,
+) -> T:
+    """Poll `fetch` until `done` holds for what it returns, and return that (wait_for's
+    bound and failure, for a probe whose answer is interesting whether done or not)."""
+    seen: list[T] = []
+
+    def probe() -> tuple[T] | None:
+        seen[:] = [fetch()]
+        return (seen[0],) if done(seen[0]) else None
+
+    why = lambda: f"last seen: {seen[0]!r}" if seen else "nothing seen"  # noqa: E731
+    return wait_for(what, probe, timeout, why=why, interval=interval)[0]

@@ -4,7 +4,6 @@ export that imports back unchanged with preset=native, and a Parquet export."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,9 +12,10 @@ import httpx
 import pytest
 from kubernetes import client as k8s
 
+from devenv.waiting import wait_until
+
 pytestmark = pytest.mark.cluster
 
-WAIT_SECONDS = 300  # a bound on waiting for the operator, not a performance assertion
 CATALOG = "shop"
 
 # Version 1: fields of every kind, attributes (one with a comma in its key, one value with
@@ -56,16 +56,6 @@ def upload(api, headers, namespace: str, catalog: str, content: bytes) -> dict[s
     return r.json()
 
 
-def wait_for(fetch, done, what: str) -> dict[str, Any]:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        body = fetch()
-        if done(body):
-            return body
-        assert time.monotonic() < deadline, f"{what}: {body}"
-        time.sleep(0.3)
-
-
 def status(api, headers, accepted: dict[str, Any]) -> dict[str, Any]:
     r = httpx.get(api.url + accepted["statusUrl"], headers=headers)
     assert r.status_code == 200, r.text
@@ -74,7 +64,7 @@ def status(api, headers, accepted: dict[str, Any]) -> dict[str, Any]:
 
 def import_and_wait(api, headers, namespace: str, catalog: str, content: bytes) -> dict:
     accepted = upload(api, headers, namespace, catalog, content)
-    done = wait_for(
+    done = wait_until(
         lambda: status(api, headers, accepted),
         lambda s: s["phase"] in ("Succeeded", "Failed", "Cancelled"),
         "the import did not finish",
@@ -151,7 +141,7 @@ def test_a_deleted_import_is_listed_without_a_name(api, admin, kube, lifecycle_n
     kube.delete_namespaced_custom_object(
         "catalog.productimport.dev", "v1alpha1", lifecycle_ns, "productimports", done["name"]
     )
-    wait_for(
+    wait_until(
         lambda: {"listed": versions(api, admin, lifecycle_ns, "gone")},
         lambda b: b["listed"] and b["listed"][0]["importName"] is None,
         "the deleted import is still named",
@@ -251,7 +241,7 @@ def test_rollback_is_refused_while_an_import_of_the_catalog_runs(api, admin, imp
     rows = 1_000_000  # about 30 MB: the loader needs several seconds for it
     body = "sku,name,price\n" + "".join(f"r-{i},Product {i},{i % 97}.5\n" for i in range(rows))
     accepted = upload(api, admin, ns, "busy", body.encode())
-    wait_for(
+    wait_until(
         lambda: status(api, admin, accepted),
         lambda s: s["phase"] == "Running",
         "the import never ran",

@@ -4,16 +4,14 @@ never starts, a final one is 409, an unknown one 404."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 from kubernetes import client as k8s
 
+from devenv.waiting import wait_until
+
 pytestmark = pytest.mark.cluster
 
-# Bounds on waiting for the operator, not performance assertions.
-WAIT_SECONDS = 300
 ROWS = 1_000_000  # about 40 MB: the loader needs several seconds for it
 
 
@@ -22,16 +20,6 @@ def big_csv(rows: int) -> bytes:
     body = "".join(f"sku-{i},Product {i},Generated product number {i},{i % 997}.99\n"
                    for i in range(rows))  # fmt: skip
     return head + body.encode()
-
-
-def wait_for(fetch, done, what: str) -> dict:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        body = fetch()
-        if done(body):
-            return body
-        assert time.monotonic() < deadline, f"{what}: {body}"
-        time.sleep(0.2)
 
 
 def test_cancelling_a_running_and_a_queued_import(api, fresh_tenant, admin, tokens, kube):
@@ -66,8 +54,8 @@ def test_cancelling_a_running_and_a_queued_import(api, fresh_tenant, admin, toke
         return next((j for j in jobs if name in j.metadata.name), None)
 
     # Running for real: the operator made the Job and its Pod is up.
-    wait_for(lambda: status(a), lambda s: s["phase"] == "Running", "never ran")
-    wait_for(
+    wait_until(lambda: status(a), lambda s: s["phase"] == "Running", "never ran")
+    wait_until(
         lambda: {"job": job_of(a["name"])},
         lambda s: s["job"] is not None and (s["job"].status.active or 0) >= 1,
         "the loader Pod never became active",
@@ -92,13 +80,13 @@ def test_cancelling_a_running_and_a_queued_import(api, fresh_tenant, admin, toke
     again = httpx.post(api.url + a["statusUrl"] + "/cancel", headers=admin)
     assert again.status_code == 202, again.text
 
-    done = wait_for(lambda: status(a), lambda s: s["phase"] == "Cancelled", "not cancelled")
+    done = wait_until(lambda: status(a), lambda s: s["phase"] == "Cancelled", "not cancelled")
     assert done["reason"] == "Cancelled"
     assert "running" in done["message"], done
     assert done["counts"].get("created", 0) < ROWS
     job = job_of(a["name"])
     assert job is None or job.metadata.deletion_timestamp is not None
-    other = wait_for(lambda: status(b), lambda s: s["phase"] == "Cancelled", "not cancelled")
+    other = wait_until(lambda: status(b), lambda s: s["phase"] == "Cancelled", "not cancelled")
     assert "before it started" in other["message"], other
     assert other["startTime"] is None
 
@@ -138,7 +126,7 @@ def test_a_finished_import_cannot_be_cancelled(api, fresh_tenant, admin):
     )
     assert r.status_code == 202, r.text
     url = api.url + r.json()["statusUrl"]
-    done = wait_for(
+    done = wait_until(
         lambda: httpx.get(url, headers=admin).json(),
         lambda s: s["phase"] in ("Succeeded", "Failed", "Cancelled"),
         "never finished",

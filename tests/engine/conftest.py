@@ -17,6 +17,7 @@ from productimport.engine.options import ImportOptions
 from productimport.engine.products import list_products
 from productimport.engine.runner import run_import
 from productimport.models.product import ImportResult
+from tests.engine.catalog_rows import rows
 from tests.shared_data import SHARED_DATA
 
 
@@ -69,6 +70,15 @@ class Engine:
 @pytest.fixture
 def engine(tmp_path: Path) -> Engine:
     return Engine(tmp_path)
+
+
+@pytest.fixture
+def seeded(engine: Engine) -> Engine:
+    """A catalog of three products, A, B and C (version 1)."""
+    engine.run(
+        engine.write("base.csv", rows(("A", "Alpha", "1"), ("B", "Beta", "2"), ("C", "Gamma", "3")))
+    )
+    return engine
 
 
 @pytest.fixture(scope="session")

@@ -11,20 +11,7 @@ import duckdb
 import pytest
 
 from productimport.engine.errors import ImportFailure, PreconditionFailed
-
-HEADER = "sku,name,price\n"
-
-
-def rows(*items: tuple[str, str, str]) -> str:
-    return HEADER + "".join(",".join(item) + "\n" for item in items)
-
-
-@pytest.fixture
-def seeded(engine):
-    engine.run(
-        engine.write("base.csv", rows(("A", "Alpha", "1"), ("B", "Beta", "2"), ("C", "Gamma", "3")))
-    )
-    return engine
+from tests.engine.catalog_rows import HEADER, rows
 
 
 def test_upsert_counts_created_updated_unchanged(seeded):

@@ -19,20 +19,7 @@ from productimport.engine.errors import PreconditionFailed
 from productimport.engine.options import ImportOptions
 from productimport.engine.runner import run_import
 from productimport.models.product import ImportResult
-
-HEADER = "sku,name,price\n"
-
-
-def rows(*items: tuple[str, str, str]) -> str:
-    return HEADER + "".join(",".join(item) + "\n" for item in items)
-
-
-@pytest.fixture
-def seeded(engine):
-    engine.run(
-        engine.write("base.csv", rows(("A", "Alpha", "1"), ("B", "Beta", "2"), ("C", "Gamma", "3")))
-    )
-    return engine
+from tests.engine.catalog_rows import rows
 
 
 def run_with(engine, catalog: Catalog, source: Path, **options: Any) -> tuple[ImportResult, int]:
