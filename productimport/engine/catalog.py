@@ -242,9 +242,9 @@ class Catalog:
                     return None
                 raise
 
-    def head(self) -> Head:
-        """The current version, with its files; a catalog in the former layout is
-        migrated first (engine/legacy.py)."""
+    def current_table(self) -> DeltaTable | None:
+        """The table at its latest version; a catalog in the former layout is migrated
+        first (engine/legacy.py). None: nothing committed yet."""
         table = self.open_table()
         legacy = 0 if table is None else int(_config(table).get(LEGACY_VERSIONS_KEY, 0))
         if table is None or table.version() < legacy:
@@ -252,6 +252,11 @@ class Catalog:
 
             if migrate(self):
                 table = self.open_table()
+        return table
+
+    def head(self) -> Head:
+        """The current version, with its files."""
+        table = self.current_table()
         if table is None:
             return Head(version=0, buckets=None)
         return self.head_of(table)
@@ -308,8 +313,7 @@ class Catalog:
 
     def history(self, limit: int | None = None) -> list[CatalogVersion]:
         """Committed versions, newest first (imports, rollbacks and migrated versions)."""
-        self.head()  # migrates a catalog of the former layout
-        table = self.open_table()
+        table = self.current_table()  # one load of the log, not a head's files as well
         if table is None:
             return []
         with _delta_errors(f"reading the history of {self.table_ref}"):
@@ -457,11 +461,11 @@ class Catalog:
     def vacuum(self, retention_hours: int, dry_run: bool = False) -> list[str]:
         """Delete the files no version younger than `retention_hours` needs: versions
         older than that can no longer be read or rolled back to."""
-        head = self.head()
-        if head.table is None:
+        table = self.current_table()
+        if table is None:
             return []
         with _delta_errors(f"vacuuming {self.table_ref}"):
-            return head.table.vacuum(
+            return table.vacuum(
                 retention_hours=retention_hours,
                 dry_run=dry_run,
                 enforce_retention_duration=False,
