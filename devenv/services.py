@@ -9,10 +9,12 @@ Deployments (charts/productimport) run as Pods in tests/chart.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import smtplib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from devenv import images
@@ -198,3 +200,18 @@ def service_env(env: DevEnv) -> dict[str, str]:
         "PRODUCTIMPORT_API_TOKEN": api_token(env),
         "PRODUCTIMPORT_DEV_MAIL_DIR": str(mail_dir(env)),
     }
+
+
+@contextlib.contextmanager
+def operator_with(env: DevEnv, **settings: str) -> Iterator[None]:
+    """The dev operator restarted with some settings (environment variables) changed, and
+    restarted as it was afterwards (tests and `make bench-operator`)."""
+    env.sup.stop("operator")
+    (operator,) = [c for c in components(env) if c.name == "operator"]
+    operator.env = {**operator.env, **settings}
+    try:
+        env.start(operator)
+        yield
+    finally:
+        env.sup.stop("operator")
+        env.up()

@@ -9,7 +9,8 @@
   when it ends (Reconciler._start_next);
 - every `queue_resync_seconds`, the head of each catalog's queue that has not started:
   a pass (one pass per catalog, not per import: a start that failed on a store outage,
-  or a missed wake-up, converges).
+  or a missed wake-up, converges); then the waiting imports' queue positions, a bounded
+  number of writes (Reconciler.refresh_positions).
 Handler state lives in annotations under the project's own prefix, with its own
 finalizer name (configured in `configure`).
 
@@ -134,6 +135,10 @@ async def _resync(memo: kopf.Memo) -> None:
                 await _pass(memo, head.namespace, head.name)
             except Exception as exc:  # one catalog's trouble must not stop the others'
                 log.warning("resync of %s/%s: %s", head.namespace, head.name, exc)
+        try:
+            await asyncio.to_thread(reconciler.refresh_positions)
+        except Exception as exc:  # positions are a courtesy; the next resync tries again
+            log.warning("refreshing queue positions: %s", exc)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})

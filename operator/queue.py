@@ -59,17 +59,22 @@ class Waiting:
     uid: str
     created: str  # creationTimestamp: the queue's order (ties: the name)
     has_job: bool  # the operator has started it (status.jobName)
+    sequence: int | None = None  # its fencing sequence, once admitted
+    position: int | None = None  # status.queuePosition, as last written
 
     @classmethod
     def of(cls, obj: dict[str, Any], has_job: bool | None = None) -> Waiting:
         meta = obj["metadata"]
+        status = obj.get("status") or {}
         return cls(
             namespace=meta["namespace"],
             catalog=(obj.get("spec") or {}).get("catalog", ""),
             name=meta["name"],
             uid=meta["uid"],
             created=meta.get("creationTimestamp", ""),
-            has_job=bool((obj.get("status") or {}).get("jobName")) if has_job is None else has_job,
+            has_job=bool(status.get("jobName")) if has_job is None else has_job,
+            sequence=sequence_of(obj),
+            position=status.get("queuePosition"),
         )
 
     @property
@@ -172,6 +177,25 @@ class ImportQueues:
             f"waiting for a running slot: at most {limit} imports run at once in the "
             "cluster, shared fairly between namespaces"
         )
+
+    def positions(self, limit: int, per_namespace: int) -> list[tuple[Waiting, int]]:
+        """Where each waiting import stands, front first: behind the import that holds its
+        catalog, its place in the catalog's queue (1: next); a catalog's head waiting for
+        a running slot, its place in the fair order of the slots (1: the next slot)."""
+        with self._lock:
+            everything = list(self._by_uid.values())
+        catalogs: dict[tuple[str, str], list[Waiting]] = {}
+        for w in everything:
+            catalogs.setdefault((w.namespace, w.catalog), []).append(w)
+        placed: list[tuple[Waiting, int]] = []
+        for _, queue in map(holder_and_queue, catalogs.values()):
+            placed += [(w, i) for i, w in enumerate(queue, start=1)]
+        if limit or per_namespace:
+            running, heads = self._contenders(0)
+            free = max(0, limit - sum(running.values())) if limit else len(heads)
+            in_order = fair_order(heads, running)
+            placed += [(w, i) for i, w in enumerate(in_order[free:], start=1)]
+        return sorted(placed, key=lambda p: p[1])
 
     def forget(self, uid: str) -> None:
         """The import ended (before its watch event says so)."""

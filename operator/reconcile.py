@@ -161,6 +161,8 @@ class Reconciler:
         # Per import: passes that found a finished Job but no result, or no store at all.
         self._missing_results: dict[str, int] = defaultdict(int)
         self._store_down_since: dict[str, float] = {}
+        # Per catalog: the highest fencing sequence this process has given an import.
+        self._issued: dict[tuple[str, str], int] = {}
         self._notifier = notifier
         self._mailer = mailer
 
@@ -425,12 +427,12 @@ class Reconciler:
             holder, queue = self._holder(meta["namespace"], spec.catalog, check_jobs=True)
         if holder is not None and holder.uid != meta["uid"]:
             position = 1 + next((i for i, w in enumerate(queue) if w.uid == meta["uid"]), 0)
-            message = (
-                f"waiting for {holder.name} to finish importing into catalog "
-                f"{spec.catalog!r} (position {position} in the queue)"
-            )
-            if self._patch_if_changed(obj, status_patch("queued", "Queued", message, obj)):
-                self.kube.event(obj, NORMAL, "Queued", message)
+            # The message names what it waits for and stays the same while it waits;
+            # the position is a field of its own, kept current by refresh_positions.
+            message = f"waiting for {holder.name} to finish importing into catalog {spec.catalog!r}"
+            patch = status_patch("queued", "Queued", message, obj, queuePosition=position)
+            if self._patch_if_changed(obj, patch):
+                self.kube.event(obj, NORMAL, "Queued", f"{message} (position {position})")
             return False
         try:
             credentials.check_source(meta["namespace"], spec, self.settings.upload_bucket)
@@ -455,9 +457,41 @@ class Reconciler:
         )
         if why is None:
             return True
-        if self._patch_if_changed(obj, status_patch("queued", "WaitingForSlot", why, obj)):
+        # Its place among the slot waiters is refresh_positions' to write (it needs the
+        # whole cluster's order); a place in its catalog's queue no longer applies.
+        status = obj.get("status") or {}
+        position = status.get("queuePosition") if status.get("reason") == "WaitingForSlot" else None
+        patch = status_patch("queued", "WaitingForSlot", why, obj, queuePosition=position)
+        if self._patch_if_changed(obj, patch):
             self.kube.event(obj, NORMAL, "WaitingForSlot", why)
         return False
+
+    def refresh_positions(self) -> int:
+        """Bring status.queuePosition up to date from the queues in memory, front first,
+        at most `queue_position_updates` writes per call (the periodic resync): waiting
+        stays cheap however long the queues grow. Positions only ever fall (an import
+        never overtakes one created before it in its catalog), so one not refreshed yet
+        is an upper bound. Returns how many it wrote."""
+        if self.queues is None:
+            return 0
+        written = 0
+        for waiting, position in self.queues.positions(
+            self.settings.max_running_imports, self.settings.max_running_imports_per_namespace
+        ):
+            if written >= self.settings.queue_position_updates:
+                break
+            if waiting.position == position:
+                continue
+            with self._lock(waiting.namespace, waiting.catalog):
+                obj = self.kube.get_import(waiting.namespace, waiting.name)
+                status = (obj or {}).get("status") or {}
+                if obj is None or is_terminal(obj) or status.get("jobName"):
+                    continue
+                if status.get("queuePosition") != position:
+                    self.kube.patch_status(obj, {"status": {"queuePosition": position}})
+                    written += 1
+                self.queues.observe({**obj, "status": {**status, "queuePosition": position}})
+        return written
 
     def _start(self, obj: dict[str, Any], spec: ProductImportSpec) -> bool:
         meta = obj["metadata"]
@@ -484,7 +518,7 @@ class Reconciler:
                 metrics.apply_to_job.observe((datetime.now(UTC) - since).total_seconds())
         status = status_patch(
             "running", "JobCreated", f"Job {name} created; waiting for the loader to start", obj,
-            jobName=name, attempts=0,
+            jobName=name, attempts=0, queuePosition=None,
             startTime=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )  # fmt: skip
         self._patch_if_changed(obj, status)
@@ -499,14 +533,20 @@ class Reconciler:
         if sequence_of(obj) is not None:
             return obj
         meta = obj["metadata"]
-        taken = [
-            sequence_of(o) or 0
-            for o in self.kube.list_imports(meta["namespace"])
-            if (o.get("spec") or {}).get("catalog") == spec.catalog
-        ]
+        key = (meta["namespace"], spec.catalog)
+        if self.queues is not None:
+            # The catalog's imports from the watch (no LIST of a namespace that may hold
+            # thousands), and the numbers this operator gave imports that have ended.
+            waiting = self.queues.waiting(*key)
+            taken = [w.sequence or 0 for w in waiting] + [self._issued.get(key, 0)]
+        else:
+            imports = self.kube.list_imports(meta["namespace"])
+            mine = [o for o in imports if (o.get("spec") or {}).get("catalog") == spec.catalog]
+            taken = [sequence_of(o) or 0 for o in mine]
         catalog = Catalog(self.reports.store, meta["namespace"], spec.catalog)
         sequence = max([committed_sequence(catalog), *taken]) + 1
         self.kube.annotate_import(obj, ANNOTATION_SEQUENCE, str(sequence))
+        self._issued[key] = sequence
         admitted = {**obj, "metadata": {**meta}}
         admitted["metadata"]["annotations"] = {
             **(meta.get("annotations") or {}),

@@ -60,6 +60,9 @@ class OperatorSettings(BaseSettings):
     # How often the head of each catalog's queue is started if it has not been (a
     # start that waited for the store, a missed wake-up): one pass per catalog.
     queue_resync_seconds: float = 30.0
+    # status.queuePosition writes per resync, front of the queues first (the rest are
+    # upper bounds until their turn): a long queue must not cost a write per import.
+    queue_position_updates: int = Field(50, ge=0)
     # Imports running at once, cluster-wide (0: no limit), shared fairly between
     # namespaces; and per namespace (0: no limit of its own). docs/operations.md.
     max_running_imports: int = Field(50, ge=0)

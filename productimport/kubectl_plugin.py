@@ -339,6 +339,7 @@ class Snapshot:
     dry_run: bool
     created: str | None
     errors_ref: str | None = None
+    queue_position: int | None = None
 
     @property
     def terminal(self) -> bool:
@@ -360,6 +361,7 @@ def from_resource(obj: dict[str, Any]) -> Snapshot:
         dry_run=bool(spec.get("dryRun")),
         created=meta.get("creationTimestamp"),
         errors_ref=status.get("errorsRef"),
+        queue_position=status.get("queuePosition"),
     )
 
 
@@ -999,7 +1001,8 @@ def get(
         err.print(f"No productimports found in {where}.")
         return
     now = datetime.now(UTC)
-    header = ["NAME", "CATALOG", "PHASE", "ROWS", "CREATED", "UPDATED", "REJECTED", "AGE"]
+    # kubectl get's own columns (the CRD's additionalPrinterColumns), in the same order.
+    header = ["NAME", "CATALOG", "PHASE", "ROWS", "CREATED", "UPDATED", "REJECTED", "QUEUE", "AGE"]
     if output == "wide":
         header.append("MESSAGE")
     if all_namespaces:
@@ -1010,6 +1013,7 @@ def get(
         c = s.counts
         row = [s.name, s.catalog, s.phase]
         row += [str(c[k]) if k in c else "" for k in ("rows", "created", "updated", "rejected")]
+        row.append(str(s.queue_position) if s.queue_position else "")
         row.append(age(s.created, now))
         if output == "wide":
             row.append(s.message or "")

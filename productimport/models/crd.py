@@ -32,6 +32,7 @@ PRINTER_COLUMNS = [
     {"name": "Created", "type": "integer", "jsonPath": ".status.counts.created"},
     {"name": "Updated", "type": "integer", "jsonPath": ".status.counts.updated"},
     {"name": "Rejected", "type": "integer", "jsonPath": ".status.counts.rejected"},
+    {"name": "Queue", "type": "integer", "jsonPath": ".status.queuePosition"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
 ]

@@ -209,6 +209,14 @@ class ProductImportStatus(_Model):
     errorsRef: str | None = Field(None, description="The full row-level error report (CSV).")
     errors: list[ErrorRecord] | None = Field(None, description="The first few error records.")
     progress: Progress | None = None
+    queuePosition: int | None = Field(
+        None,
+        description=(
+            "While it waits: its place in its catalog's queue (1: next), or among the "
+            "imports waiting for a running slot. Refreshed in bounded batches, front first; "
+            "a figure not refreshed yet is an upper bound."
+        ),
+    )
     reason: str | None = None
     message: str | None = None
 

@@ -97,7 +97,8 @@ def test_printer_columns(cluster):
     ns = cluster.namespace("crd")
     cluster.kubectl("apply", "-f", "-", input=manifest("cols", ns, dryRun=True))
     header = cluster.kubectl("get", "productimports", "-n", ns).stdout.splitlines()[0].split()
-    assert header == ["NAME", "CATALOG", "PHASE", "ROWS", "CREATED", "UPDATED", "REJECTED", "AGE"]
+    assert header == ["NAME", "CATALOG", "PHASE", "ROWS", "CREATED", "UPDATED", "REJECTED",
+                      "QUEUE", "AGE"]  # fmt: skip
     wide = cluster.kubectl("get", "pi", "-n", ns, "-o", "wide").stdout.splitlines()[0].split()
     assert wide[-1] == "MESSAGE"
 

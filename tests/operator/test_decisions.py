@@ -301,7 +301,7 @@ def test_imports_of_one_catalog_queue_oldest_first(world):
         status = world.status(name)
         assert status["phase"] == "Queued" and status["reason"] == "Queued", status
         assert "waiting for first" in status["message"]
-        assert f"position {position} in the queue" in status["message"]
+        assert status["queuePosition"] == position
         assert world.kube.job_of(NS, name) is None
         assert world.kube.reasons(NS, name) == ["Queued"]
     # A queued import that is looked at again says nothing new.
@@ -318,7 +318,8 @@ def test_imports_of_one_catalog_queue_oldest_first(world):
     world.reconcile("third")
     assert world.kube.job_of(NS, "third") is None
     assert "waiting for second" in world.status("third")["message"]
-    assert "position 1 in the queue" in world.status("third")["message"]
+    assert world.status("third")["queuePosition"] == 1
+    assert "queuePosition" not in world.status("second")  # it runs: no place in a queue
 
 
 def test_an_import_with_a_job_holds_its_catalog_even_when_it_is_younger(world):
@@ -1024,3 +1025,62 @@ def test_a_namespace_limit_holds_while_others_still_start(tmp_path: Path):
     waiting = world.kube.status("a", "a2")
     assert waiting["phase"] == "Queued"
     assert "namespace 'a' has 1 imports running, its limit" in waiting["message"]
+
+
+def test_queue_positions_follow_the_queue_in_bounded_batches_without_a_pass(tmp_path: Path):
+    """A waiting import's status.queuePosition is kept current by the periodic refresh
+    (no pass of its own, no write for an import whose place did not change), at most
+    `queue_position_updates` writes per refresh, the front of the queues first."""
+    world = World(tmp_path / "store", "watch")
+    world.settings.queue_position_updates = 2
+    for name in ("i0", "i1", "i2", "i3", "i4"):
+        world.apply(name)
+        world.reconcile(name)
+    assert [world.status(f"i{i}").get("queuePosition") for i in range(5)] == [None, 1, 2, 3, 4]
+    assert world.reconciler.refresh_positions() == 0  # nothing moved: nothing written
+
+    world.kube.complete(NS, world.job("i0"))
+    world.write_result("i0")
+    world.reconcile("i0")  # i1 takes the catalog; i2..i4 are not looked at
+    assert [world.status(f"i{i}").get("queuePosition") for i in range(2, 5)] == [2, 3, 4]
+    assert world.reconciler.refresh_positions() == 2  # the cap: the front two
+    assert [world.status(f"i{i}").get("queuePosition") for i in range(2, 5)] == [1, 2, 4]
+    assert world.reconciler.refresh_positions() == 1
+    assert [world.status(f"i{i}").get("queuePosition") for i in range(2, 5)] == [1, 2, 3]
+
+
+def test_imports_waiting_for_a_running_slot_get_their_place_in_the_fair_order(tmp_path: Path):
+    world = _limited_world(tmp_path, limit=1)
+    for ns, name in [("a", "a1"), ("a", "a2"), ("a", "a3"), ("b", "b1")]:
+        _apply_in(world, ns, name)
+        world.reconciler.reconcile(ns, name)
+    assert _running(world) == [("a", "a1")]
+    assert world.kube.status("b", "b1")["reason"] == "WaitingForSlot"
+    world.reconciler.refresh_positions()
+    # b has nothing running: the next slot is b1's, then a's in their order.
+    places = {n: world.kube.status(ns, n).get("queuePosition") for ns, n in
+              [("b", "b1"), ("a", "a2"), ("a", "a3")]}  # fmt: skip
+    assert places == {"b1": 1, "a2": 2, "a3": 3}
+    # A pass over a waiting import keeps the place the refresh gave it.
+    world.reconciler.reconcile("a", "a3")
+    assert world.kube.status("a", "a3")["queuePosition"] == 3
+    assert world.reconciler.refresh_positions() == 0
+
+
+def test_a_catalogs_next_sequence_is_found_without_listing_the_namespace(tmp_path: Path):
+    """With the watch-fed queues, admitting an import reads its catalog's sequences from
+    memory: a namespace with thousands of imports is not listed once per start."""
+    world = World(tmp_path / "store", "watch")
+    listed: list[str] = []
+    original = world.kube.list_imports
+    world.kube.list_imports = lambda ns: listed.append(ns) or original(ns)  # type: ignore[method-assign]
+    for name in ("first", "second"):
+        world.apply(name)
+        world.reconcile(name)
+    world.kube.complete(NS, world.job("first"))
+    world.write_result("first")
+    world.reconcile("first")
+    assert listed == []
+    sequences = [int(world.kube.imports[(NS, n)]["metadata"]["annotations"][ANNOTATION_SEQUENCE])
+                 for n in ("first", "second")]  # fmt: skip
+    assert sequences == [1, 2]

@@ -11,7 +11,7 @@ import contextlib
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,21 +41,6 @@ def _step_until(container_id: str, seen: Callable[[], object]) -> object:
         return seen()
 
     return wait_for("the loader to get there", step, interval=0)
-
-
-@contextlib.contextmanager
-def _operator_with(cluster, **env: str) -> Iterator[None]:
-    """The dev operator restarted with some settings changed, and restored after."""
-    sup = cluster.devenv.sup
-    sup.stop("operator")
-    (operator,) = [c for c in services.components(cluster.devenv) if c.name == "operator"]
-    operator.env = {**operator.env, **env}
-    try:
-        cluster.devenv.start(operator)
-        yield
-    finally:
-        sup.stop("operator")
-        cluster.devenv.up()
 
 
 def test_the_loader_runs_as_the_image_user_and_spills_to_its_tmp_volume(cluster, minio):
@@ -125,7 +110,7 @@ def test_a_loader_over_its_memory_limit_is_oomkilled_and_fails_without_a_retry(c
 def test_an_absent_image_fails_the_import_with_the_kubelets_reason(cluster, minio):
     ns = cluster.namespace("node")
     absent = "localhost/productimport-absent:never-built"
-    with _operator_with(cluster, PRODUCTIMPORT_OPERATOR_IMAGE=absent):
+    with services.operator_with(cluster.devenv, PRODUCTIMPORT_OPERATOR_IMAGE=absent):
         apply(cluster, "noimage", ns, upload(minio, ns, b"sku,name\nA,a\n"))
         status = finished(cluster, "noimage", ns)["status"]
     assert status["phase"] == "Failed" and status["reason"] == "ImageUnavailable", status
@@ -155,7 +140,7 @@ def test_a_root_image_is_refused_by_run_as_non_root(cluster, minio):
     """An image that runs as root: the loader Pod's runAsNonRoot must stop it before it
     starts, and the import must say so."""
     ns = cluster.namespace("node")
-    with _operator_with(cluster, PRODUCTIMPORT_OPERATOR_IMAGE=_root_image(cluster)):
+    with services.operator_with(cluster.devenv, PRODUCTIMPORT_OPERATOR_IMAGE=_root_image(cluster)):
         apply(cluster, "asroot", ns, upload(minio, ns, b"sku,name\nA,a\n"))
         status = finished(cluster, "asroot", ns)["status"]
     assert status["phase"] == "Failed" and status["reason"] == "PodCannotStart", status

@@ -239,7 +239,7 @@ def test_get_lists_imports_with_phase_and_counts(plugin, cluster, ns, tmp_path):
                      *minio_args(cluster))).splitlines()[0]  # fmt: skip
     table = ok(plugin("get", "-n", ns)).splitlines()
     assert table[0].split() == ["NAME", "CATALOG", "PHASE", "ROWS", "CREATED", "UPDATED",
-                                "REJECTED", "AGE"]  # fmt: skip
+                                "REJECTED", "QUEUE", "AGE"]  # fmt: skip
     assert table[1].split()[:7] == [name, "listed", "Succeeded", "4", "4", "0", "0"]
     everywhere = ok(plugin("get", "-A", "--catalog", "listed")).splitlines()
     assert everywhere[0].split()[0] == "NAMESPACE"
