@@ -32,9 +32,12 @@ bench: setup
 	$(PY) -m bench.upload
 	$(PY) -m bench.apply_to_job
 
-# The operator: time from applying a ProductImport to its Job's creation.
+# The operator: time from applying a ProductImport to its Job's creation, then long queues
+# (20 imports with 1,000 and 10,000 behind them), 200 catalogs under a running limit, and
+# fairness between two namespaces (bench/operator_scale.py; about 30 minutes).
 bench-operator: setup
 	$(PY) -m bench.apply_to_job
+	$(PY) -m bench.operator_scale
 
 # The upload API alone: a 1 GiB upload through the API vs. a direct put into MinIO.
 bench-upload: setup
