@@ -116,6 +116,22 @@ class ImportQueues:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_uid: dict[str, Waiting] = {}
+        # The same imports by catalog: a pass reads its catalog's queue without walking
+        # every waiting import of the cluster (10,000 of them, once per pass).
+        self._by_catalog: dict[tuple[str, str], dict[str, Waiting]] = {}
+
+    def _put(self, w: Waiting) -> None:
+        self._drop(w.uid)
+        self._by_uid[w.uid] = w
+        self._by_catalog.setdefault((w.namespace, w.catalog), {})[w.uid] = w
+
+    def _drop(self, uid: str) -> None:
+        old = self._by_uid.pop(uid, None)
+        if old is not None:
+            catalog = self._by_catalog[(old.namespace, old.catalog)]
+            catalog.pop(uid, None)
+            if not catalog:
+                del self._by_catalog[(old.namespace, old.catalog)]
 
     def observe(self, obj: dict[str, Any], deleted: bool = False) -> None:
         """One watch event (or one object of the initial listing)."""
@@ -123,27 +139,23 @@ class ImportQueues:
         gone = deleted or obj["metadata"].get("deletionTimestamp") or is_terminal(obj)
         with self._lock:
             if gone:
-                self._by_uid.pop(uid, None)
+                self._drop(uid)
             else:
-                self._by_uid[uid] = Waiting.of(obj)
+                self._put(Waiting.of(obj))
 
     def started(self, uid: str) -> None:
         """The operator created the import's Job (before its watch event says so): it
         takes a running slot now."""
         with self._lock:
             if uid in self._by_uid:
-                self._by_uid[uid] = replace(self._by_uid[uid], has_job=True)
+                self._put(replace(self._by_uid[uid], has_job=True))
 
     def _contenders(self, per_namespace: int) -> tuple[Counter[str], list[Waiting]]:
         """Running imports per namespace, and the catalogs' heads waiting for a slot
         (namespaces at their own limit left out)."""
-        with self._lock:
-            everything = list(self._by_uid.values())
-        running = Counter(w.namespace for w in everything if w.has_job)
-        catalogs: dict[tuple[str, str], list[Waiting]] = {}
-        for w in everything:
-            catalogs.setdefault((w.namespace, w.catalog), []).append(w)
-        heads = [h for h, _ in map(holder_and_queue, catalogs.values()) if h and not h.has_job]
+        catalogs = self._catalogs()
+        running = Counter(w.namespace for queue in catalogs for w in queue if w.has_job)
+        heads = [h for h, _ in map(holder_and_queue, catalogs) if h and not h.has_job]
         if per_namespace:
             heads = [h for h in heads if running[h.namespace] < per_namespace]
         return running, heads
@@ -182,13 +194,8 @@ class ImportQueues:
         """Where each waiting import stands, front first: behind the import that holds its
         catalog, its place in the catalog's queue (1: next); a catalog's head waiting for
         a running slot, its place in the fair order of the slots (1: the next slot)."""
-        with self._lock:
-            everything = list(self._by_uid.values())
-        catalogs: dict[tuple[str, str], list[Waiting]] = {}
-        for w in everything:
-            catalogs.setdefault((w.namespace, w.catalog), []).append(w)
         placed: list[tuple[Waiting, int]] = []
-        for _, queue in map(holder_and_queue, catalogs.values()):
+        for _, queue in map(holder_and_queue, self._catalogs()):
             placed += [(w, i) for i, w in enumerate(queue, start=1)]
         if limit or per_namespace:
             running, heads = self._contenders(0)
@@ -200,21 +207,20 @@ class ImportQueues:
     def forget(self, uid: str) -> None:
         """The import ended (before its watch event says so)."""
         with self._lock:
-            self._by_uid.pop(uid, None)
+            self._drop(uid)
 
     def waiting(self, namespace: str, catalog: str) -> list[Waiting]:
         with self._lock:
-            return [
-                w for w in self._by_uid.values() if (w.namespace, w.catalog) == (namespace, catalog)
-            ]
+            return list(self._by_catalog.get((namespace, catalog), {}).values())
 
     def heads(self) -> list[Waiting]:
         """The import each catalog should be running now (for the periodic resync)."""
+        return [h for h, _ in map(holder_and_queue, self._catalogs()) if h is not None]
+
+    def _catalogs(self) -> list[list[Waiting]]:
+        """Each catalog's waiting imports (a snapshot)."""
         with self._lock:
-            catalogs: dict[tuple[str, str], list[Waiting]] = {}
-            for w in self._by_uid.values():
-                catalogs.setdefault((w.namespace, w.catalog), []).append(w)
-        return [h for h, _ in map(holder_and_queue, catalogs.values()) if h is not None]
+            return [list(queue.values()) for queue in self._by_catalog.values()]
 
     def __len__(self) -> int:
         with self._lock:
