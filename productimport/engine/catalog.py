@@ -153,6 +153,44 @@ class CatalogVersion(BaseModel):
     buckets: int | None = None  # the bucket count of this version's layout
 
 
+# The columns whose bounds each file's Delta statistics carry: the key (point lookups) and
+# the time of the last change (feeds of what changed since a time).
+STATS_COLUMNS = ("sku", "updated_at")
+
+
+def file_stats(local: Path) -> dict[str, Any]:
+    """minValues, maxValues and nullCount of STATS_COLUMNS, from the Parquet footer
+    DuckDB wrote (no data read). Parquet keeps these bounds untruncated for strings as
+    short as a SKU; a timestamp as Delta writes it (ISO 8601, UTC, microseconds)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        found = con.execute(
+            "SELECT path_in_schema, min(stats_min_value), max(stats_max_value), "
+            "sum(stats_null_count) FROM parquet_metadata(?) "
+            "WHERE path_in_schema IN (SELECT unnest(?)) GROUP BY 1",
+            [str(local), list(STATS_COLUMNS)],
+        ).fetchall()
+    finally:
+        con.close()
+    low: dict[str, Any] = {}
+    high: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for column, smallest, largest, null_count in found:
+        if smallest is None or largest is None:
+            continue
+        if column == "updated_at":
+            smallest, largest = (_iso(v) for v in (smallest, largest))
+        low[column], high[column], nulls[column] = smallest, largest, int(null_count or 0)
+    return {"minValues": low, "maxValues": high, "nullCount": nulls} if low else {}
+
+
+def _iso(timestamp: str) -> str:
+    """DuckDB's '2026-11-29 18:14:39.548446' as Delta's '2026-11-29T18:14:39.548446Z'."""
+    return timestamp.replace(" ", "T") + "Z"
+
+
 @dataclass(frozen=True)
 class DataFile:
     """One Parquet file of the table; `path` is relative to the table's root."""
@@ -161,6 +199,10 @@ class DataFile:
     bucket: int
     size: int
     rows: int
+    # Delta's per-file statistics beyond numRecords (minValues, maxValues, nullCount), so
+    # readers skip files on a SKU or an updated_at filter; empty for files listed back
+    # from a table (only new files need them).
+    stats: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -340,7 +382,7 @@ class Catalog:
     def upload(self, local: Path, bucket: int, rows: int, import_id: str) -> DataFile:
         """Put a bucket's new file in the table's folder; invisible until committed."""
         name = f"{BUCKET_COLUMN}={bucket}/part-{uuid.uuid4().hex[:16]}-{import_id[:40]}.parquet"
-        data_file = DataFile(name, bucket, local.stat().st_size, rows)
+        data_file = DataFile(name, bucket, local.stat().st_size, rows, file_stats(local))
         self.table.upload(data_file.path, local, "application/vnd.apache.parquet")
         return data_file
 
@@ -405,7 +447,7 @@ class Catalog:
                 {BUCKET_COLUMN: str(f.bucket)},
                 now,
                 True,
-                json.dumps({"numRecords": f.rows}),
+                json.dumps({"numRecords": f.rows, **f.stats}),
             )
             for f in added
         ]

@@ -44,3 +44,17 @@ def test_polars_reads_a_catalog_straight_from_minio(cluster, engine):
     assert uri.startswith("s3://catalog-")  # the table's own bucket
     found = pl.scan_delta(uri, storage_options=options).filter(pl.col("sku") == "B").collect()
     assert found["name"].to_list() == ["Beta"]
+
+
+def test_each_file_carries_sku_and_updated_at_bounds_for_readers_to_skip_files(engine):
+    """Delta statistics beyond the row count: a reader filtering on a SKU or on
+    updated_at skips the files whose bounds exclude it (Spark, Trino and delta-rs do)."""
+    from deltalake import DeltaTable
+
+    engine.run(engine.write("a.csv", "sku,name,price\nM,Mu,1\nB,Beta,2\nX,Xi,3\n"))
+    actions = pl.DataFrame(DeltaTable(engine.catalog().table_ref).get_add_actions(flatten=True))
+    (row,) = actions.to_dicts()
+    assert row["num_records"] == 3
+    assert (row["min.sku"], row["max.sku"], row["null_count.sku"]) == ("B", "X", 0)
+    stored = pl.read_delta(engine.catalog().table_ref)["updated_at"]
+    assert row["min.updated_at"] == stored.min() and row["max.updated_at"] == stored.max()
