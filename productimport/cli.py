@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -162,6 +163,7 @@ def import_command(
         from productimport.engine.runner import run_import
 
         progress = ProgressReporter(on_change=show)
+        signal.signal(signal.SIGTERM, _terminated)
         try:
             result, code = run_import(options, progress=progress)
         except ImportFailure as failure:  # failures before a result could be written
@@ -358,11 +360,27 @@ def catalog_vacuum(
     out.print(f"{verb} {len(removed)} files older than {retention_hours} h")
 
 
+class Terminated(BaseException):
+    """SIGTERM (a cancel deletes the Job, a node is drained): stop between two steps.
+    Not an ImportFailure, so no result document claims an outcome: the catalog's history
+    says whether the import committed (a commit under way in delta-rs completes first,
+    the handler runs when it returns), and a Job that retries finds it there."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    # Without a handler, a loader that is its container's PID 1 ignores SIGTERM and runs
+    # on, maybe to a commit, until the Pod's grace period ends in SIGKILL.
+    raise Terminated()
+
+
 def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except Terminated:
+        err.print("terminated (SIGTERM): stopped before the import ended")
+        sys.exit(128 + signal.SIGTERM)
 
 
 if __name__ == "__main__":
