@@ -13,6 +13,10 @@ from typing import Any
 from productimport.models.resource import ConditionType, Phase
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+# Reconciling reasons of an import that has not started (phase Queued).
+QUEUED_REASONS = (
+    "Queued", "WaitingForStore", "WaitingForSlot", "WaitingForLoader", "JobNotCreated"
+)  # fmt: skip
 
 
 def now() -> str:
@@ -47,9 +51,10 @@ def phase_of(conditions: list[dict[str, Any]]) -> Phase:
     if by_type.get("Stalled") == TRUE or by_type.get("Succeeded") == FALSE:
         return Phase.Failed
     reasons = {c["type"]: c.get("reason") for c in conditions}
-    # Not started yet: behind another import of the catalog, without its credentials, or
-    # without a running slot.
-    if reasons.get("Reconciling") in ("Queued", "WaitingForStore", "WaitingForSlot"):
+    # Not started yet: behind another import of the catalog, without its credentials,
+    # without a running slot, behind a loader Pod of its catalog that has not ended yet,
+    # or its Job refused by the API server (retried).
+    if reasons.get("Reconciling") in QUEUED_REASONS:
         return Phase.Queued
     return Phase.Running
 

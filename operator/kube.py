@@ -8,6 +8,7 @@ against an in-memory one (tests/operator/memory_kube.py).
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any, Protocol
 
 from kubernetes import client as k8s
@@ -18,6 +19,34 @@ from productimport.models.resource import GROUP, KIND, PLURAL, VERSION
 from productimport.operator.jobs import LABEL_CATALOG, LABEL_MANAGED_BY, MANAGED_BY
 
 COMPONENT = "productimport-operator"
+
+
+class JobRefused(Exception):
+    """The API server refused to create a Job: a ResourceQuota of the namespace, an
+    admission policy or webhook, RBAC, an invalid object, or the server itself failing.
+    `status` is the HTTP status, `message` the server's own words."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.message} (HTTP {self.status})"
+
+
+def _refusal(exc: ApiException) -> JobRefused:
+    """The API server's words from its Status body, else the HTTP reason."""
+    try:
+        message = json.loads(exc.body or "{}").get("message") or ""
+    except ValueError:
+        message = ""
+    return JobRefused(int(exc.status or 0), message or str(exc.reason or "refused"))
+
+
+def _catalog_selector(catalog: str) -> str:
+    """The label selector of the operator's Jobs and loader Pods of one catalog."""
+    return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_CATALOG}={catalog}"
 
 
 def _or_none(call, *args, **kwargs):
@@ -46,15 +75,25 @@ class KubeApi(Protocol):
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def create_job(self, body: dict[str, Any]) -> bool:
-        """False when a Job of that name already exists."""
+        """False when a Job of that name already exists; JobRefused when the API server
+        refuses it for any other reason."""
         ...
 
-    def delete_job(self, namespace: str, name: str) -> None: ...
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job with its Pods, in the foreground: the Job stays, with a
+        deletionTimestamp, until its Pods are gone (they get their grace period)."""
+        ...
+
     def catalog_jobs(self, namespace: str, catalog: str) -> list[dict[str, Any]]:
         """The operator's Jobs labelled with this catalog."""
         ...
 
     def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]: ...
+    def catalog_pods(self, namespace: str, catalog: str) -> list[dict[str, Any]]:
+        """The operator's loader Pods labelled with this catalog, whatever became of
+        their Jobs (one LIST)."""
+        ...
+
     def put_secret(
         self, namespace: str, name: str, data: dict[str, str], owner: dict[str, Any] | None = None
     ) -> None: ...
@@ -110,18 +149,23 @@ class Kube:
         except ApiException as exc:
             if exc.status == 409:
                 return False
-            raise
+            raise _refusal(exc) from exc
 
     def delete_job(self, namespace: str, name: str) -> None:
-        _or_none(self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background")
+        _or_none(self.batch.delete_namespaced_job, name, namespace, propagation_policy="Foreground")
 
     def catalog_jobs(self, namespace: str, catalog: str) -> list[dict[str, Any]]:
-        selector = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_CATALOG}={catalog}"
+        selector = _catalog_selector(catalog)
         jobs = self.batch.list_namespaced_job(namespace, label_selector=selector).items
         return [self.api_client.sanitize_for_serialization(j) for j in jobs]
 
     def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
+        return [self.api_client.sanitize_for_serialization(p) for p in pods]
+
+    def catalog_pods(self, namespace: str, catalog: str) -> list[dict[str, Any]]:
+        selector = _catalog_selector(catalog)
+        pods = self.core.list_namespaced_pod(namespace, label_selector=selector).items
         return [self.api_client.sanitize_for_serialization(p) for p in pods]
 
     # -- the loader's MinIO credentials -------------------------------------------------

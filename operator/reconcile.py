@@ -18,11 +18,12 @@ deliveries (`Notifier`) and the clock that times a store outage.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +36,7 @@ from productimport.models.resource import ANNOTATION_CANCEL, Phase, ProductImpor
 from productimport.operator import credentials, mail, metrics
 from productimport.operator.conditions import is_terminal, phase_of, status_patch
 from productimport.operator.jobs import build_job, job_name
-from productimport.operator.kube import KubeApi
+from productimport.operator.kube import JobRefused, KubeApi
 from productimport.operator.notify import SIGNING_SECRET, Notifier
 from productimport.operator.queue import (
     ANNOTATION_SEQUENCE,
@@ -80,12 +81,32 @@ CANNOT_START = {
 PULL_BACKOFF = {"ErrImagePull": "ImageUnavailable", "ImagePullBackOff": "ImageUnavailable"}
 
 
-def _cannot_start(pods: list[dict[str, Any]], pull_grace: float) -> tuple[str, str] | None:
-    """(reason, message) when the loader's Pod is stuck before it runs, else None."""
+def _unscheduled(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The Pod's PodScheduled condition while the scheduler cannot place it."""
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return cond
+    return None
+
+
+def _cannot_start(
+    pods: list[dict[str, Any]], pull_grace: float, pending_timeout: float = math.inf
+) -> tuple[str, str] | None:
+    """(reason, message) when the loader's Pod is stuck before it runs, else None. A Pod
+    the scheduler cannot place fails after `pending_timeout`: nothing frees a node's CPU
+    for a request larger than the node, and the Job's deadline is hours away."""
     now = datetime.now(UTC)
     for pod in pods:
         created = _parse_time(pod["metadata"].get("creationTimestamp")) or now
         waited = (now - created).total_seconds()
+        unscheduled = _unscheduled(pod)
+        if unscheduled is not None and waited >= pending_timeout:
+            return (
+                "Unschedulable",
+                f"the loader Pod {pod['metadata']['name']} could not be scheduled in "
+                f"{waited:.0f}s: {unscheduled.get('reason') or 'Unschedulable'}: "
+                f"{unscheduled.get('message') or 'no node can run it'}",
+            )
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
             waiting = (cs.get("state") or {}).get("waiting") or {}
             why = waiting.get("reason", "")
@@ -99,6 +120,49 @@ def _cannot_start(pods: list[dict[str, Any]], pull_grace: float) -> tuple[str, s
                     f"the loader Pod {pod['metadata']['name']} cannot start: {why}: {detail}",
                 )
     return None
+
+
+def _no_pod(
+    job: dict[str, Any], pods: list[dict[str, Any]], timeout: float
+) -> tuple[str, str] | None:
+    """(reason, message) when the Job has made no Pod in `timeout` (the API server refuses
+    them: a ResourceQuota or a LimitRange of the namespace), else None."""
+    meta = job["metadata"]
+    created = _parse_time(meta.get("creationTimestamp"))
+    if pods or _attempts(job) or created is None or meta.get("deletionTimestamp"):
+        return None
+    waited = (datetime.now(UTC) - created).total_seconds()
+    if waited < timeout:
+        return None
+    return (
+        "PodNotCreated",
+        f"the Job {meta['name']} has made no loader Pod in {waited:.0f}s; its Events say "
+        f"why (kubectl describe job {meta['name']} -n {meta['namespace']}): a ResourceQuota "
+        "or a LimitRange of the namespace refusing its Pods, most often",
+    )
+
+
+def _alive(pods: list[dict[str, Any]]) -> list[str]:
+    """The Pods whose loader may still run, as 'name (state)': not yet Succeeded or
+    Failed, terminating ones included (a deleted loader runs on for its grace period)."""
+    alive = []
+    for pod in pods:
+        phase = (pod.get("status") or {}).get("phase") or "Pending"
+        if phase in ("Succeeded", "Failed"):
+            continue
+        state = "terminating" if pod["metadata"].get("deletionTimestamp") else phase.lower()
+        alive.append(f"{pod['metadata']['name']} ({state})")
+    return alive
+
+
+@dataclass
+class _CreateFailures:
+    """An import whose Job the API server keeps refusing: since when (the reconciler's
+    clock), how many attempts so far, and when the next may be made."""
+
+    since: float
+    attempts: int = 0
+    next_at: float = 0.0
 
 
 def _loader_result(log_tail: str) -> ImportResult | None:
@@ -117,6 +181,12 @@ class _StoreHold(TemporaryFailure):
     """The Job has ended but the store cannot say whether the import committed: the
     import keeps its phase and the pass is tried again, with no deadline (a terminal
     status written now could contradict the catalog)."""
+
+
+class _TryAgain(TemporaryFailure):
+    """The import waits for something that is not the store (a loader Pod of its catalog
+    to end, the back-off before its Job is created again): the pass is tried again soon
+    (kopf's retry), and the store outage's clock is not started."""
 
 
 def _summary(counts: ImportCounts) -> str:
@@ -161,6 +231,8 @@ class Reconciler:
         # Per import: passes that found a finished Job but no result, or no store at all.
         self._missing_results: dict[str, int] = defaultdict(int)
         self._store_down_since: dict[str, float] = {}
+        # Per import: the API server refusing its Job (kept by this process only).
+        self._create_failures: dict[str, _CreateFailures] = {}
         # Per catalog: the highest fencing sequence this process has given an import.
         self._issued: dict[tuple[str, str], int] = {}
         self._notifier = notifier
@@ -230,7 +302,7 @@ class Reconciler:
             try:
                 finished = self._step(obj, spec)
                 self._store_down_since.pop(uid, None)
-            except _StoreHold:
+            except (_StoreHold, _TryAgain):
                 raise  # never failed for the outage: the catalog may hold the import
             except TemporaryFailure as exc:
                 # The store is down: try again at the next passes, for a while.
@@ -255,6 +327,8 @@ class Reconciler:
         job = self.kube.get_job(namespace, job_name(obj))
 
         if job is None:
+            if cancel:  # its loader may still run (an orphan), or have committed
+                return self._cancel(obj, spec, None)
             # The loader may have finished while nobody watched (operator down, Job
             # deleted by its TTL): its result in the store is the truth.
             try:
@@ -268,17 +342,12 @@ class Reconciler:
             if result is not None:
                 self._finish(obj, result)
                 return True
-            if cancel:
-                self._finish_failed(obj, "Cancelled", "cancelled before it started")
-                return True
             return self._start_or_queue(obj, spec)
 
         condition = _job_condition(job)
         if condition is None:
             if cancel:
-                self.kube.delete_job(namespace, job["metadata"]["name"])
-                self._finish_failed(obj, "Cancelled", "cancelled while running; Job deleted")
-                return True
+                return self._cancel(obj, spec, job)
             return self._running(obj, spec, job)
 
         pods = {"attempts": _attempts(job), "jobName": job["metadata"]["name"]}
@@ -324,6 +393,65 @@ class Reconciler:
         else:
             reason, message = self._job_failure(job, condition)
             self._finish_failed(obj, reason, message, **pods)
+        return True
+
+    def _cancel(
+        self, obj: dict[str, Any], spec: ProductImportSpec, job: dict[str, Any] | None
+    ) -> bool:
+        """The cancel annotation, on an import whose Job has not ended (or is gone).
+
+        Deleting the Job does not stop its loader at once: the Pod gets its grace period
+        (30 s by default), and the loader, PID 1 of its container without a SIGTERM
+        handler, ignores SIGTERM and runs on until SIGKILL, so it may commit meanwhile.
+        The import stays Running, reason Cancelling, until no Pod of its Job is alive
+        (its catalog's next import waits as long); then the catalog's history decides:
+        committed, it Succeeded (reason CommittedBeforeCancel), else it is Cancelled."""
+        meta = obj["metadata"]
+        namespace, uid, name = meta["namespace"], meta["uid"], job_name(obj)
+        status = obj.get("status") or {}
+        if job is None and not status.get("jobName") and sequence_of(obj) is None:
+            # Never admitted (the sequence comes before any Job): no loader ever ran.
+            self._finish_failed(obj, "Cancelled", "cancelled before it started")
+            return True
+        if job is not None and not job["metadata"].get("deletionTimestamp"):
+            self.kube.delete_job(namespace, name)
+        ran = job is not None or bool(status.get("jobName"))
+        fields = {"jobName": name, "attempts": _attempts(job) if job else status.get("attempts", 0)}
+        fields = fields if ran else {}
+        alive = _alive(self.kube.job_pods(namespace, name))
+        if alive:
+            message = (
+                f"cancel requested: Job {name} deleted; waiting for its loader Pod "
+                f"{', '.join(alive)} to end before telling whether the import committed"
+            )
+            patch = status_patch("running", "Cancelling", message, obj, **fields)
+            if self._patch_if_changed(obj, patch):
+                self.kube.event(obj, NORMAL, "Cancelling", message)
+            return False
+        try:
+            committed = self._committed(namespace, spec.catalog, uid)
+            result = self.reports.result(namespace, spec.catalog, uid) if committed else None
+        except ImportFailure as exc:  # as for an ended Job: no terminal status unasked
+            message = (
+                f"cancel requested: Job {name} deleted and its loader gone; waiting for the "
+                f"store to tell whether the import committed: {exc}"
+            )
+            patch = status_patch("running", "Cancelling", message, obj, **fields)
+            self._patch_if_changed(obj, patch)
+            raise _StoreHold(message) from exc
+        if committed is not None:
+            why = "the cancel came too late: the loader had committed before it stopped"
+            self._finish_committed(
+                obj, spec, committed, "CommittedBeforeCancel", why, result, **fields
+            )
+        else:
+            what = (
+                "cancelled while running; Job deleted, and its loader stopped without committing"
+                if ran
+                else "cancelled before its Job was created"
+            )
+            message = f"{what} (the catalog's history holds no commit of this import)"
+            self._finish_failed(obj, "Cancelled", message, **fields)
         return True
 
     def _outcome(
@@ -495,6 +623,7 @@ class Reconciler:
 
     def _start(self, obj: dict[str, Any], spec: ProductImportSpec) -> bool:
         meta = obj["metadata"]
+        self._wait_to_create(obj, spec)
         try:
             # Credentials first: while MinIO is down, the status names MinIO (its STS),
             # not the catalog table the sequence is read from.
@@ -507,7 +636,11 @@ class Reconciler:
             self._patch_if_changed(obj, status_patch("queued", "WaitingForStore", message, obj))
             raise
         job = build_job(obj, self.settings)
-        created = self.kube.create_job(job)
+        try:
+            created = self.kube.create_job(job)
+        except JobRefused as exc:
+            return self._job_refused(obj, job["metadata"]["name"], exc)
+        self._create_failures.pop(meta["uid"], None)
         if self.queues is not None:
             self.queues.started(meta["uid"])  # it holds a running slot from now
         name = job["metadata"]["name"]
@@ -523,6 +656,54 @@ class Reconciler:
         )  # fmt: skip
         self._patch_if_changed(obj, status)
         return False
+
+    def _wait_to_create(self, obj: dict[str, Any], spec: ProductImportSpec) -> None:
+        """Raises _TryAgain while the import's Job may not be created yet: in the back-off
+        after the API server refused it, or while a loader Pod of the catalog is alive
+        (terminating after a cancel or a deleted Job, or left running by `kubectl delete
+        job --cascade=orphan`): a second loader must never run beside it."""
+        failing = self._create_failures.get(obj["metadata"]["uid"])
+        if failing is not None and self._clock() < failing.next_at:
+            raise _TryAgain(f"the Job is created again in {failing.next_at - self._clock():.0f}s")
+        alive = _alive(self.kube.catalog_pods(obj["metadata"]["namespace"], spec.catalog))
+        if alive:
+            message = (
+                f"waiting for the loader Pod {', '.join(alive)} of catalog {spec.catalog!r} "
+                "to end: one loader of a catalog runs at a time"
+            )
+            patch = status_patch("queued", "WaitingForLoader", message, obj, queuePosition=None)
+            if self._patch_if_changed(obj, patch):
+                self.kube.event(obj, NORMAL, "WaitingForLoader", message)
+            raise _TryAgain(message)
+
+    def _job_refused(self, obj: dict[str, Any], name: str, refused: JobRefused) -> bool:
+        """The API server refused the Job: created again with exponential back-off, the
+        status saying why, until job_create_retry_seconds have passed since the first
+        refusal; then the import fails (JobCreateFailed) and its catalog moves on."""
+        uid, now = obj["metadata"]["uid"], self._clock()
+        failing = self._create_failures.setdefault(uid, _CreateFailures(since=now))
+        failing.attempts += 1
+        tried = now - failing.since
+        if tried >= self.settings.job_create_retry_seconds:
+            self._finish_failed(
+                obj, "JobCreateFailed",
+                f"could not create the Job {name} in {failing.attempts} attempts over "
+                f"{tried:.0f}s: {refused}",
+            )  # fmt: skip
+            return True
+        delay = min(
+            self.settings.job_create_backoff_seconds * 2 ** (failing.attempts - 1),
+            self.settings.job_create_backoff_max_seconds,
+        )
+        failing.next_at = now + delay
+        message = (
+            f"could not create the Job {name}: {refused} "
+            f"(attempt {failing.attempts}, next in {delay:.0f}s)"
+        )
+        patch = status_patch("queued", "JobNotCreated", message, obj, queuePosition=None)
+        if self._patch_if_changed(obj, patch):
+            self.kube.event(obj, WARNING, "JobNotCreated", message)
+        raise _TryAgain(message)
 
     def _admit(self, obj: dict[str, Any], spec: ProductImportSpec) -> dict[str, Any]:
         """The import's fencing sequence (annotation ANNOTATION_SEQUENCE), given as it
@@ -610,7 +791,9 @@ class Reconciler:
             progress = None  # progress is a courtesy; the Job's own state still counts
         if not progress:
             pods = self.kube.job_pods(meta["namespace"], job["metadata"]["name"])
-            stuck = _cannot_start(pods, self.settings.image_pull_grace_seconds)
+            timeout = self.settings.pending_timeout_seconds
+            stuck = _cannot_start(pods, self.settings.image_pull_grace_seconds, timeout)
+            stuck = stuck or _no_pod(job, pods, timeout)
             if stuck is not None:
                 # Deleted first, so no later retry can start a loader for an import that
                 # is already reported as failed.
@@ -739,6 +922,7 @@ class Reconciler:
         if started:
             metrics.import_duration.observe((datetime.now(UTC) - started).total_seconds())
         self._missing_results.pop(obj["metadata"]["uid"], None)
+        self._create_failures.pop(obj["metadata"]["uid"], None)
         # The loader is done with its credentials (a Job that is still running was
         # deleted before a terminal status was written).
         self.kube.delete_secret(obj["metadata"]["namespace"], job_name(obj))

@@ -78,6 +78,35 @@ class OperatorSettings(BaseSettings):
     # (a registry can be down for a moment) before the import fails. An image that is
     # absent under pull policy Never, or a Pod the kubelet refuses to start, fails at once.
     image_pull_grace_seconds: float = 300.0
+    # A loader Pod the scheduler cannot place (PodScheduled False: no node with the CPU or
+    # memory it asks for, a nodeSelector no node matches, ...) for this long, or a Job that
+    # has made no Pod at all in this long (a ResourceQuota refusing its Pods): the import
+    # fails (Unschedulable, PodNotCreated), its Job is deleted and the catalog moves on.
+    pending_timeout_seconds: float = Field(600.0, ge=0)
+    # The API server refusing an import's Job (a ResourceQuota, an admission policy, RBAC):
+    # created again after job_create_backoff_seconds, doubled at each failure up to
+    # job_create_backoff_max_seconds, for job_create_retry_seconds from the first failure
+    # (counted by this process); then the import fails with reason JobCreateFailed and
+    # the catalog's next import starts.
+    job_create_retry_seconds: float = Field(600.0, ge=0)
+    job_create_backoff_seconds: float = Field(5.0, gt=0)
+    job_create_backoff_max_seconds: float = Field(60.0, gt=0)
+    # Retention (operator/retention.py; docs/operations.md, "Retention"), a pass every
+    # retention_interval_seconds (0: no passes, and a deleted import's documents stay):
+    # the documents (result, progress, error reports) and the API-stored source of an
+    # import that finished more than retention_import_seconds ago (0: kept for ever) are
+    # deleted, and a deleted import's at once; each catalog keeps its last
+    # retention_keep_versions versions (0: all) and loses table files no version
+    # references once they are retention_orphan_hours old (above the longest import: an
+    # import's files are unreferenced until it commits). A pass deletes at most
+    # retention_deletes_per_pass objects and retains at most retention_catalogs_per_pass
+    # catalogs; what is left waits for the next pass.
+    retention_interval_seconds: float = Field(600.0, ge=0)
+    retention_import_seconds: float = Field(7 * 86400.0, ge=0)
+    retention_keep_versions: int = Field(10, ge=0)
+    retention_orphan_hours: int = Field(24, ge=1)
+    retention_deletes_per_pass: int = Field(1000, ge=1)
+    retention_catalogs_per_pass: int = Field(20, ge=0)
     # Webhook signatures: each namespace's key is derived from this one (notify.py).
     # Unset, a random key is made at start, and receivers' keys change with each restart.
     webhook_signing_key: SecretStr | None = None

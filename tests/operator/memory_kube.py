@@ -118,18 +118,28 @@ class MemoryKube:
             del self.pods[key]
 
     def catalog_jobs(self, namespace: str, catalog: str) -> list[dict[str, Any]]:
-        wanted = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_CATALOG: catalog}
-        return [
-            copy.deepcopy(job)
-            for (ns, _), job in sorted(self.jobs.items())
-            if ns == namespace and wanted.items() <= (job["metadata"].get("labels") or {}).items()
-        ]
+        return self._of_catalog(self.jobs, namespace, catalog)
 
     def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         return [
             copy.deepcopy(pod)
             for _, pod in sorted(self.pods.items())
             if self._pod_of(pod, namespace, job)
+        ]
+
+    def catalog_pods(self, namespace: str, catalog: str) -> list[dict[str, Any]]:
+        return self._of_catalog(self.pods, namespace, catalog)
+
+    @staticmethod
+    def _of_catalog(
+        objects: dict[Key, dict[str, Any]], namespace: str, catalog: str
+    ) -> list[dict[str, Any]]:
+        """The operator's objects labelled with the catalog (the label selector)."""
+        wanted = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_CATALOG: catalog}
+        return [
+            copy.deepcopy(o)
+            for (ns, _), o in sorted(objects.items())
+            if ns == namespace and wanted.items() <= (o["metadata"].get("labels") or {}).items()
         ]
 
     def put_secret(
@@ -234,12 +244,15 @@ class MemoryKube:
         if container is not None:
             pod_status["containerStatuses"] = [{"name": "loader", "state": container}]
         pod_status.update(status or {})
+        # The Job controller gives its Pods the template's labels (the catalog's) too.
+        template = (self.jobs.get((namespace, job)) or {}).get("spec", {}).get("template", {})
+        labels = {**(template.get("metadata") or {}).get("labels", {}), "job-name": job}
         self.pods[(namespace, name)] = {
             "metadata": {
                 "name": name,
                 "namespace": namespace,
                 "creationTimestamp": stamp(datetime.now(UTC) - age),
-                "labels": {"job-name": job},
+                "labels": labels,
             },
             "status": pod_status,
         }
@@ -247,12 +260,14 @@ class MemoryKube:
 
     def run(self, namespace: str, job: str) -> None:
         """The loader's Pod is running."""
-        self.add_pod(namespace, job, container={"running": {"startedAt": stamp(datetime.now(UTC))}})
+        running = {"running": {"startedAt": stamp(datetime.now(UTC))}}
+        self.add_pod(namespace, job, container=running, status={"phase": "Running"})
         self._job_status(namespace, job, active=1, startTime=stamp(datetime.now(UTC)))
 
     def complete(self, namespace: str, job: str) -> None:
         condition = {"type": "Complete", "status": "True"}
         self._job_status(namespace, job, active=None, succeeded=1, conditions=[condition])
+        self._pods_end(namespace, job, "Succeeded")
 
     def fail(
         self,
@@ -264,6 +279,16 @@ class MemoryKube:
     ) -> None:
         condition = {"type": "Failed", "status": "True", "reason": reason, "message": message}
         self._job_status(namespace, job, active=None, failed=failed, conditions=[condition])
+        self._pods_end(namespace, job, "Failed")
+
+    def _pods_end(self, namespace: str, job: str, phase: str) -> None:
+        """A Job that has ended has no Pod still running."""
+        for pod in self.pods.values():
+            if self._pod_of(pod, namespace, job) and pod["status"]["phase"] not in (
+                "Succeeded",
+                "Failed",
+            ):
+                pod["status"]["phase"] = phase
 
     def _job_status(self, namespace: str, job: str, **status: Any) -> None:
         stored = self.jobs[(namespace, job)]
