@@ -53,9 +53,14 @@ OPERATOR_STORE_USER = "productimport-operator"
 OPERATOR_STORE_POLICY = {
     "Version": "2012-10-17",
     "Statement": [
-        {"Effect": "Allow", "Action": ["s3:GetObject"],
+        # Retention (operator/retention.py) lists the uploads and deletes expired sources
+        # and import documents.
+        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:DeleteObject"],
          "Resource": [f"arn:aws:s3:::{UPLOAD_BUCKET}/*"]},
-        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+        {"Effect": "Allow", "Action": ["s3:ListBucket"],
+         "Resource": [f"arn:aws:s3:::{UPLOAD_BUCKET}"]},
+        {"Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:DeleteObject"],
          "Resource": [f"arn:aws:s3:::{CATALOG_BUCKET}/*"]},
         {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:CreateBucket"],
          "Resource": [f"arn:aws:s3:::{CATALOG_BUCKET}"]},

@@ -10,7 +10,11 @@
 - every `queue_resync_seconds`, the head of each catalog's queue that has not started:
   a pass (one pass per catalog, not per import: a start that failed on a store outage,
   or a missed wake-up, converges); then the waiting imports' queue positions, a bounded
-  number of writes (Reconciler.refresh_positions).
+  number of writes (Reconciler.refresh_positions);
+- every `retention_interval_seconds`, a retention pass (operator/retention.py) in the
+  sweeper's own thread; a ProductImport's DELETED event hands it to the sweeper too (its
+  documents go at once, its source in the next pass). No finalizer: deleting an import
+  never waits for the operator, and what a missed event leaves, a pass finds.
 Handler state lives in annotations under the project's own prefix, with its own
 finalizer name (configured in `configure`).
 
@@ -33,6 +37,7 @@ from productimport.models.resource import GROUP, PLURAL, VERSION
 from productimport.operator.conditions import is_terminal
 from productimport.operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
 from productimport.operator.reconcile import Reconciler
+from productimport.operator.retention import Sweeper
 from productimport.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -95,6 +100,9 @@ def on_import_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_:
     queues = memo.reconciler.queues
     if queues is not None:
         queues.observe(dict(body), deleted=event.get("type") == "DELETED")
+    sweeper: Sweeper | None = memo.get("retention")
+    if event.get("type") == "DELETED" and sweeper is not None:
+        sweeper.submit_forget(dict(body))  # never waited for here: the sweeper's thread
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL, backoff=5)
@@ -139,6 +147,40 @@ async def _resync(memo: kopf.Memo) -> None:
             await asyncio.to_thread(reconciler.refresh_positions)
         except Exception as exc:  # positions are a courtesy; the next resync tries again
             log.warning("refreshing queue positions: %s", exc)
+
+
+@kopf.on.startup()
+async def start_retention(memo: kopf.Memo, **_: Any) -> None:
+    """Retention passes (operator/retention.py), each in the sweeper's own thread."""
+    if not memo.settings.retention_interval_seconds:
+        return
+    if memo.get("retention") is None:
+        reconciler: Reconciler = memo.reconciler
+        memo.retention = Sweeper.for_operator(
+            reconciler.kube, reconciler.reports.store, memo.settings
+        )
+    memo.retention_task = asyncio.create_task(_retention(memo))
+
+
+@kopf.on.cleanup()
+async def stop_retention(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("retention_task")
+    if task is not None:
+        task.cancel()
+    sweeper: Sweeper | None = memo.get("retention")
+    if sweeper is not None:
+        sweeper.close()
+
+
+async def _retention(memo: kopf.Memo) -> None:
+    sweeper: Sweeper = memo.retention
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(memo.settings.retention_interval_seconds)
+        try:
+            await loop.run_in_executor(sweeper.executor, sweeper.sweep)
+        except Exception as exc:  # the store or the API server away: the next pass retries
+            log.warning("retention pass: %s", exc)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})

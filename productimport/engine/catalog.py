@@ -513,6 +513,105 @@ class Catalog:
                 enforce_retention_duration=False,
             )
 
+    def retain(
+        self, keep_versions: int, orphan_hours: int | None = None, dry_run: bool = False
+    ) -> Retained:
+        """Keep the last `keep_versions` versions (imports and rollbacks, as history lists
+        them) readable and restorable, and nothing older: delete the data files only older
+        versions need (delta-rs vacuum, told to keep the files of every kept version; it
+        never deletes a file of the current version either, so the files a rollback
+        brought back stay) and trim the log to the oldest kept version, so history lists
+        exactly the versions that can be read or rolled back to. A rollback version holds
+        its target's files, so the target's data stays while the rollback is kept.
+
+        `orphan_hours`: files no version references (a commit that lost its race, a loader
+        killed before its commit) are deleted once older than that (a full vacuum, which
+        lists the table); None leaves them. Keep it above the longest import: an
+        import's files are unreferenced until its commit."""
+        if keep_versions < 1:
+            raise InvalidOptions("keep_versions must be at least 1: the current version")
+        table = self.current_table()
+        if table is None:
+            return Retained(kept=[], deleted=[])
+        with _delta_errors(f"reading the history of {self.table_ref}"):
+            entries = table.history()
+        records = [record for entry in entries if (record := _record(entry)) is not None]
+        kept = [record.version for record in records[:keep_versions]]
+        older = len(records) > keep_versions
+        deleted: list[str] = []
+        with _delta_errors(f"applying retention to {self.table_ref}"):
+            if older and not dry_run:
+                self._own_the_log(table)
+            if older:
+                deleted += table.vacuum(
+                    retention_hours=0,
+                    dry_run=dry_run,
+                    enforce_retention_duration=False,
+                    keep_versions=kept,
+                )
+            if orphan_hours is not None:
+                deleted += table.vacuum(
+                    retention_hours=orphan_hours,
+                    dry_run=dry_run,
+                    enforce_retention_duration=False,
+                    keep_versions=kept,
+                    full=True,
+                )
+            if older and not dry_run:
+                self._trim_log(min(kept))
+        # delta-rs names some files by their full location, most relative to the table.
+        root = self.table_ref.rstrip("/") + "/"
+        return Retained(kept=kept, deleted=sorted({path.removeprefix(root) for path in deleted}))
+
+    def _own_the_log(self, table: DeltaTable) -> None:
+        """Make retain() the only thing that trims the table's log (once per table: a
+        commit of table properties, not a version of ours). delta-rs's own cleanup, after
+        every automatic checkpoint, goes by age (30 days) and could take log entries of
+        versions retain() keeps; and retain() trims by count, so no age at all."""
+        if LOG_PROPERTIES.items() <= _config(table).items():
+            return
+        table.alter.set_table_properties(LOG_PROPERTIES, raise_if_not_exists=False)
+
+    def _trim_log(self, oldest: int) -> None:
+        """Delete the log before version `oldest` (delta-rs cleanup_metadata), with a
+        checkpoint at `oldest` first, from which that version and every later one read.
+        cleanup_metadata deletes up to the newest checkpoint at or below the version the
+        table was opened at: opened at its latest version when no checkpoint lies after
+        `oldest` (an automatic one every 100 commits), else at `oldest` itself."""
+        from deltalake import DeltaTable
+
+        uri, options = self.table.table_location()
+        checkpoints = {
+            int(match.group(1))
+            for key in self.table.list("_delta_log/")
+            if (match := _CHECKPOINT.search(key))
+        }
+        if oldest not in checkpoints:
+            DeltaTable(uri, version=oldest, storage_options=options).create_checkpoint()
+        latest = DeltaTable(uri, storage_options=options)
+        if any(oldest < c <= latest.version() for c in checkpoints):
+            latest = DeltaTable(uri, version=oldest, storage_options=options)
+        latest.cleanup_metadata()
+
+
+@dataclass(frozen=True)
+class Retained:
+    """What Catalog.retain kept and deleted."""
+
+    kept: list[int]  # the versions that stay readable, newest first
+    # Data files deleted (on a dry run: to be deleted), relative to the table. May name
+    # files an earlier pass deleted: Delta keeps a removed file's tombstone for a week
+    # (delta.deletedFileRetentionDuration), and vacuum deletes it again, a no-op.
+    deleted: list[str]
+
+
+# Table properties that leave the log to Catalog.retain (see _own_the_log).
+LOG_PROPERTIES = {
+    "delta.logRetentionDuration": "interval 0 seconds",
+    "delta.enableExpiredLogCleanup": "false",
+}
+_CHECKPOINT = re.compile(r"_delta_log/(\d{20})\.checkpoint\.")
+
 
 def _config(table: DeltaTable) -> dict[str, str]:
     return dict(table.metadata().configuration)
