@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
+from productimport.api import stale_uploads
 from productimport.api.catalogread import CatalogReader
 from productimport.api.context import install_request_id_records
 from productimport.api.errors import install_error_handlers
@@ -34,6 +35,13 @@ def create_app(settings: ApiSettings | None = None, svc: Services | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Buckets may not exist yet on a fresh MinIO; the loader expects the catalog one.
         await anyio.to_thread.run_sync(ensure_bucket, svc.minio, settings.upload_bucket)
+        # What an API that died mid-upload left: aborted before this one takes uploads.
+        await anyio.to_thread.run_sync(
+            stale_uploads.clean_up,
+            svc.minio,
+            settings.upload_bucket,
+            settings.abort_incomplete_uploads_after_seconds,
+        )
         yield
         svc.close()
 

@@ -46,6 +46,13 @@ class ApiMetrics:
             ["api"],
             registry=self.registry,
         )
+        self.uploads_replayed = Counter(
+            "productimport_api_uploads_replayed_total",
+            "Uploads answered with the ProductImport an earlier request with the same "
+            "Idempotency-Key created (nothing stored), by API surface.",
+            ["api"],
+            registry=self.registry,
+        )
         self.token_reviews = Counter(
             "productimport_api_token_reviews_total",
             "TokenReviews sent to the Kubernetes API server, by result.",

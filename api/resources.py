@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
@@ -25,6 +26,27 @@ log = logging.getLogger(__name__)
 # namespace deleted meanwhile only delays the 404 to the ProductImport's creation.
 NAMESPACE_TTL_SECONDS = 30.0
 _NAMESPACE_CACHE_MAX = 4096
+
+
+# Creating a ProductImport whose answer was lost: tries, and the pause before the second
+# (doubled before each further one): 0.5 + 1 + 2 s in all.
+CREATE_ATTEMPTS = 4
+CREATE_BACKOFF_SECONDS = 0.5
+# What the kubernetes client raises when no HTTP answer came back: a reset or closed
+# connection, a timeout (urllib3's errors), or a socket error beneath them.
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (urllib3.exceptions.HTTPError, OSError)
+
+
+def _never_sent(exc: Exception) -> bool:
+    """No connection to send the request on (refused, unresolvable, connect timeout,
+    after urllib3's own retries): the API server never saw it."""
+    reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+    return isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
+
+
+class CreateOutcomeUnknown(ApiError):
+    """No definite answer to a create: the ProductImport may exist, so its source object
+    must be kept."""
 
 
 def _translate(exc: ApiException, what: str) -> ApiError:
@@ -170,7 +192,66 @@ class ProductImports:
                 ) from exc
             raise _translate(exc, "the ProductImport") from exc
 
-    async def get(self, namespace: str, name: str) -> dict[str, Any]:
+    async def create_named(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create `body`, which names itself, and return the object of that name as the
+        API server holds it afterwards: this one, or one that had the name already (the
+        caller tells them apart). An answer that leaves the outcome unknown (connection
+        reset, timeout, 5xx), or none at all (the API server unreachable, 429), is
+        followed by the same create again: the name admits one object, so a create that
+        did land before answers 409, and the object of that name is read. A refusal
+        raises ApiError or the client's exception (nothing was created), as does a
+        last attempt that was never sent when no earlier one may have landed; otherwise
+        CreateOutcomeUnknown (it may exist)."""
+        name = body["metadata"]["name"]
+        unknown = False  # some attempt may have created it
+        last: Exception | None = None
+        delay = CREATE_BACKOFF_SECONDS
+        for attempt in range(CREATE_ATTEMPTS):
+            if attempt:
+                await anyio.sleep(delay)
+                delay *= 2
+            try:
+                return await self.create(namespace, body)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise  # refused: not created, by this call or an earlier lost one
+            except ApiException as exc:
+                if exc.status < 500 and exc.status != 429:
+                    raise  # refused (400, 401, 403): not created
+                # 429 was not acted on; a 5xx (a gateway's, a timeout's) may have been.
+                unknown = unknown or exc.status != 429
+                last = exc
+                log.warning("creating ProductImport %s/%s: %r", namespace, name, exc)
+                continue
+            except TRANSPORT_ERRORS as exc:
+                unknown = unknown or not _never_sent(exc)
+                last = exc
+                log.warning("creating ProductImport %s/%s: %r", namespace, name, exc)
+                continue
+            # 409: the name is taken; by whom is what the object says.
+            try:
+                existing = await self.find(namespace, name)
+            except (ApiException, *TRANSPORT_ERRORS) as exc:
+                unknown, last = True, exc
+                log.warning("reading ProductImport %s/%s: %r", namespace, name, exc)
+                continue
+            if existing is not None:
+                return existing
+            # Deleted between the two calls: create it again.
+        if unknown:
+            raise CreateOutcomeUnknown(
+                503,
+                "the Kubernetes API server did not answer whether the import was created; "
+                "retry with the same Idempotency-Key to get it without uploading again",
+                code="create_outcome_unknown",
+            ) from last
+        if last is None:  # 409 each time, and each time gone when read: keeps changing
+            raise ApiError(409, f"the ProductImport {name!r}: conflict, retry", code="conflict")
+        raise last  # known not created: answered as any other cluster failure
+
+    async def find(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ProductImport, or None when it does not exist; errors other than 404 are
+        raised as they are (the caller decides what an unknown answer means)."""
         try:
             return await anyio.to_thread.run_sync(
                 lambda: self._api.get_namespaced_custom_object(
@@ -178,7 +259,18 @@ class ProductImports:
                 )
             )
         except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            obj = await self.find(namespace, name)
+        except ApiException as exc:
             raise _translate(exc, f"import {name!r}") from exc
+        if obj is None:
+            raise ApiError(404, f"import {name!r} not found", code="not_found")
+        return obj
 
     async def list(self, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
         """Every ProductImport in the namespace matching the selector, newest first."""

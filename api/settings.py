@@ -89,6 +89,11 @@ class ApiSettings(BaseSettings):
     # After the limit is hit the rest of the body is read and dropped (so the client sees
     # the 413 instead of a reset connection), up to this many further bytes.
     max_drain_bytes: int = 64 * MiB
+    # Incomplete multipart uploads in the upload bucket older than this (an API that died
+    # mid-upload leaves them) are aborted when the API starts, and by a bucket lifecycle
+    # rule (in whole days) where the store takes one (api/stale_uploads.py). Keep it
+    # above the longest upload: another replica's upload in flight is as incomplete.
+    abort_incomplete_uploads_after_seconds: float = Field(default=24 * 3600, ge=0)
 
     # The Elastic Path compatible route: its own limits (the seed's 50,000 rows including
     # the header, 50 MB), the catalog it imports into and the namespace used when the

@@ -3,6 +3,10 @@
 Stream the form's file into MinIO under a generated key, check the declared format
 against the first bytes, then create the ProductImport. Any failure on the way aborts
 the multipart upload (or deletes the finished object): no orphan object, no resource.
+The object is deleted only once the resource is known not to exist: a create whose
+answer was lost is asked again (resources.ProductImports.create_named), and an object
+that a resource may point to is kept. With an Idempotency-Key (idempotency.py) a retry
+is answered with the first request's resource and its body is not stored again.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,10 +25,12 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 
 from productimport import egress
+from productimport.api import idempotency
 from productimport.api.auth import EMAIL_PATTERN, Principal
 from productimport.api.context import current_request_id
 from productimport.api.errors import ApiError
-from productimport.api.formstream import Limits, Upload, receive_upload
+from productimport.api.formstream import Limits, Sink, Upload, receive_upload
+from productimport.api.resources import CreateOutcomeUnknown
 from productimport.api.services import Services
 from productimport.api.sniff import FormatError, check_format
 from productimport.api.storage import MultipartWriter
@@ -73,11 +80,24 @@ def object_key(namespace: str, catalog: str, now: datetime) -> str:
     return f"{namespace}/{catalog}/{now:%Y/%m/%d}/{uuid.uuid4()}.upload"
 
 
+# The API server's generateName alphabet (no vowels, so no words), three more letters
+# of it: the name is chosen here, so that a create whose answer was lost can be sent
+# again, and its object read, under the same name.
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+# Draws of a generated name before giving up on finding a free one (27^8 names).
+_NAME_ATTEMPTS = 3
+
+
+def resource_name(catalog: str) -> str:
+    return f"{catalog[:40]}-" + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(8))
+
+
 def _annotation_safe(text: str, limit: int = 253) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)[:limit]
 
 
 def build_resource(
+    name: str,
     namespace: str,
     catalog: str,
     api: str,
@@ -118,7 +138,7 @@ def build_resource(
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
         "metadata": {
-            "generateName": f"{catalog[:40]}-",
+            "name": name,
             "namespace": namespace,
             "labels": {LABEL_CATALOG: catalog, LABEL_API: api},
             "annotations": annotations,
@@ -234,6 +254,20 @@ def check_webhook(url: str, settings: egress.EgressSettings, field: str = "notif
     return url
 
 
+@dataclass
+class Accepted:
+    """What an upload came to: the ProductImport, and whether it is the one an earlier
+    request with the same Idempotency-Key made (this request stored nothing)."""
+
+    obj: dict[str, Any]
+    replayed: bool = False
+
+
+def _source_is(obj: dict[str, Any], bucket: str, key: str) -> bool:
+    source = (obj.get("spec") or {}).get("source") or {}
+    return source.get("object") == {"bucket": bucket, "key": key}
+
+
 async def upload_and_create(
     svc: Services,
     request: Request,
@@ -246,59 +280,102 @@ async def upload_and_create(
     read_options: Callable[[dict[str, str]], UploadRequest],
     format_status: dict[int, int] | None = None,
     refine_error: Callable[[ApiError], ApiError] | None = None,
-) -> dict[str, Any]:
-    """Returns the created ProductImport. `format_status` remaps the 415/422 of the
-    format check, `refine_error` any refusal, for surfaces with their own status codes."""
+    idempotency_key: str | None = None,
+) -> Accepted:
+    """Returns the created ProductImport (or, for an Idempotency-Key seen before, the
+    one it made). `format_status` remaps the 415/422 of the format check,
+    `refine_error` any refusal, for surfaces with their own status codes."""
     settings = svc.settings
     bucket = settings.upload_bucket
     key = object_key(namespace, catalog, datetime.now(UTC))
-    writer = MultipartWriter(
-        svc.minio,
-        svc.part_pool,
-        bucket,
-        key,
-        part_size=settings.part_size,
-        parts_in_flight=settings.parts_in_flight,
-    )
-
-    async def open_sink() -> MultipartWriter:
-        return writer
-
     metrics = svc.metrics
     metrics.uploads_in_progress.inc()
-    created = False
+    fingerprint = idempotency.Fingerprint()
+    writer: MultipartWriter | None = None
+    # The object is (or may be) a ProductImport's source: never delete it then.
+    stored = False
     try:
+        scope = idempotency.scope(api, namespace, idempotency_key)
+        # A key seen before: its resource is the answer, and the body is only hashed to
+        # check that it is the same request.
+        earlier = await svc.imports.find(namespace, scope.resource_name) if scope else None
+        if earlier is None:
+            writer = MultipartWriter(
+                svc.minio,
+                svc.part_pool,
+                bucket,
+                key,
+                part_size=settings.part_size,
+                parts_in_flight=settings.parts_in_flight,
+            )
+        # Hashing costs CPU on every byte: only where a key asks for it.
+        sink: Sink | None = fingerprint.sink(writer) if scope else writer
+
+        async def open_sink() -> Sink:
+            assert sink is not None
+            return sink
+
         upload = await receive_upload(request, limits, open_sink)
         options = read_options(upload.fields)
-        try:
-            fmt, _gz = check_format(options.format, upload.filename, upload.head)
-        except FormatError as exc:
-            status = (format_status or {}).get(exc.status, exc.status)
-            raise ApiError(status, exc.detail, code="unsupported_format") from exc
-        if options.notify_webhook:
-            check_webhook(options.notify_webhook, egress_settings())
-        if options.notify_email:
-            options.notify_address = await notify_address(
-                svc,
-                principal,
-                namespace,
-                explicit=options.notify_address,
-                field=options.notify_field,
+        digest = fingerprint.digest(catalog, upload)
+        if scope and earlier is not None:
+            accepted = Accepted(idempotency.replay(scope, digest, earlier), replayed=True)
+        else:
+            assert writer is not None
+            try:
+                fmt, _gz = check_format(options.format, upload.filename, upload.head)
+            except FormatError as exc:
+                status = (format_status or {}).get(exc.status, exc.status)
+                raise ApiError(status, exc.detail, code="unsupported_format") from exc
+            if options.notify_webhook:
+                check_webhook(options.notify_webhook, egress_settings())
+            if options.notify_email:
+                options.notify_address = await notify_address(
+                    svc,
+                    principal,
+                    namespace,
+                    explicit=options.notify_address,
+                    field=options.notify_field,
+                )
+            await writer.finish()
+            name = scope.resource_name if scope else resource_name(catalog)
+            body = build_resource(
+                name, namespace, catalog, api, bucket, key, fmt, options, upload, principal
             )
-        await writer.finish()
-        body = build_resource(namespace, catalog, api, bucket, key, fmt, options, upload, principal)
-        obj = await svc.imports.create(namespace, body)
-        created = True
+            if scope:
+                body["metadata"]["annotations"].update(idempotency.annotations(scope, digest))
+            try:
+                accepted = await _create(svc, namespace, catalog, body, bucket, key, scope, digest)
+            except Exception:
+                raise  # a refusal (nothing made), or CreateOutcomeUnknown (below)
+            except BaseException:
+                stored = True  # cancelled mid-create (the API stopping): it may exist
+                raise
+            stored = not accepted.replayed
     except ApiError as exc:
+        # No definite answer from the API server: the resource may point at the object.
+        stored = stored or isinstance(exc, CreateOutcomeUnknown)
         refined = refine_error(exc) if refine_error else exc
         metrics.uploads_rejected.labels(api, str(refined.status)).inc()
         if refined is exc:
             raise
         raise refined from exc
     finally:
-        metrics.uploads_in_progress.dec()
-        if not created:
+        if writer is not None and not stored:
             await writer.abort()
+        # After the cleanup: "in progress" ends when nothing of the upload is left to do.
+        metrics.uploads_in_progress.dec()
+    obj = accepted.obj
+    if accepted.replayed:
+        metrics.uploads_replayed.labels(api).inc()
+        log.info(
+            "Idempotency-Key %r: answered with %s/%s (uid %s), stored nothing",
+            scope.key if scope else None,
+            namespace,
+            obj["metadata"]["name"],
+            obj["metadata"]["uid"],
+        )
+        return accepted
     metrics.upload_bytes.labels(api).inc(upload.size)
     metrics.imports_created.labels(api).inc()
     log.info(
@@ -311,4 +388,27 @@ async def upload_and_create(
         obj["metadata"]["name"],
         obj["metadata"]["uid"],
     )
-    return obj
+    return accepted
+
+
+async def _create(
+    svc: Services,
+    namespace: str,
+    catalog: str,
+    body: dict[str, Any],
+    bucket: str,
+    key: str,
+    scope: idempotency.Scope | None,
+    digest: str,
+) -> Accepted:
+    """Create the ProductImport whose source is `key`. Its name taken by another: with
+    a key, that is the same key's resource from a concurrent request (the answer, or a
+    422 for another request); without, a generated name drawn twice (draw again)."""
+    for _ in range(_NAME_ATTEMPTS):
+        obj = await svc.imports.create_named(namespace, body)
+        if _source_is(obj, bucket, key):
+            return Accepted(obj)
+        if scope:
+            return Accepted(idempotency.replay(scope, digest, obj), replayed=True)
+        body["metadata"]["name"] = resource_name(catalog)
+    raise ApiError(409, "no free name for the import; retry", code="conflict")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -13,6 +13,7 @@ from productimport.api.auth import Principal
 from productimport.api.errors import ApiError
 from productimport.api.forms import NATIVE_BODY, NativeForm, parse_form
 from productimport.api.formstream import Limits
+from productimport.api.idempotency import IdempotencyKey, mark_replay
 from productimport.api.reports import open_report
 from productimport.api.security import Authorized, Svc, authorized
 from productimport.api.services import Catalogs
@@ -157,25 +158,34 @@ def _native_options(fields: dict[str, str]) -> UploadRequest:
     openapi_extra=NATIVE_BODY,
     summary="Upload a product file and start an import",
     responses={
+        400: {"description": "a malformed Idempotency-Key (`invalid_idempotency_key`)"},
         404: {"description": "the namespace does not exist"},
         413: {"description": "file over the size limit"},
         415: {},
         422: {
             "description": "a form field is invalid (a bad notifyEmail or notifyWebhook: "
             "`invalid`, `invalid_webhook`), mail was asked for where none is sent "
-            "(`email_not_configured`) or there is no address (`no_notify_address`), or "
-            "the content is not the declared format"
+            "(`email_not_configured`) or there is no address (`no_notify_address`), the "
+            "content is not the declared format, or the Idempotency-Key was used for "
+            "another request (`idempotency_key_reused`)"
         },
+        503: {"description": "the cluster did not say whether the import was created"},
     },
 )
 async def create_import(
-    request: Request, namespace: Namespace, catalog: Catalog, access: MayCreate, svc: Svc
+    request: Request,
+    response: Response,
+    namespace: Namespace,
+    catalog: Catalog,
+    access: MayCreate,
+    svc: Svc,
+    idempotency_key: IdempotencyKey = None,
 ) -> ImportAccepted:
     await svc.imports.namespaces.require(
         namespace, f"namespace {namespace!r} does not exist", code="not_found"
     )
     limits = Limits(svc.settings.max_upload_bytes, max_drain=svc.settings.max_drain_bytes)
-    obj = await upload_and_create(
+    accepted = await upload_and_create(
         svc,
         request,
         access.principal,
@@ -184,7 +194,10 @@ async def create_import(
         api="native",
         limits=limits,
         read_options=_native_options,
+        idempotency_key=idempotency_key,
     )
+    mark_replay(response, accepted.replayed)
+    obj = accepted.obj
     imp = view(obj)
     status_url, errors_url = _urls(imp)
     notify = obj["spec"].get("notify") or {}

@@ -23,6 +23,7 @@ from productimport.api.auth import Principal
 from productimport.api.errors import ApiError
 from productimport.api.forms import PCM_BODY
 from productimport.api.formstream import Limits
+from productimport.api.idempotency import IdempotencyKey, mark_replay
 from productimport.api.reports import Records, open_error_records
 from productimport.api.security import Authorized, Svc, authorized
 from productimport.api.settings import ApiSettings
@@ -178,9 +179,15 @@ def _pcm_options(fields: dict[str, str]) -> UploadRequest:
         503: {"description": "client read error: the file is over the size limit (50 MB)"},
     },
 )
-async def import_products(request: Request, access: MayCreate, svc: Svc) -> Single:
+async def import_products(
+    request: Request,
+    response: Response,
+    access: MayCreate,
+    svc: Svc,
+    idempotency_key: IdempotencyKey = None,
+) -> Single:
     settings = svc.settings
-    obj = await upload_and_create(
+    accepted = await upload_and_create(
         svc,
         request,
         access.principal,
@@ -196,8 +203,10 @@ async def import_products(request: Request, access: MayCreate, svc: Svc) -> Sing
         # The seed answers content problems with 422 Failed Validation (it has no 415).
         format_status={415: 422},
         refine_error=pcm_refusal,
+        idempotency_key=idempotency_key,
     )
-    return Single(data=job_of(view(obj)))
+    mark_replay(response, accepted.replayed)
+    return Single(data=job_of(view(accepted.obj)))
 
 
 @router.get("/jobs", response_model=Multi, summary="Get All Jobs", responses=_ERROR_RESPONSES)

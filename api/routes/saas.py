@@ -15,13 +15,14 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel
 
 from productimport.api.auth import Principal
 from productimport.api.errors import ApiError
 from productimport.api.forms import SAAS_BODY, SaasForm, parse_form
 from productimport.api.formstream import Limits
+from productimport.api.idempotency import IdempotencyKey, mark_replay
 from productimport.api.security import Authorized, Svc, authorized
 from productimport.api.services import Services
 from productimport.api.settings import ApiSettings
@@ -169,18 +170,26 @@ def job_status(workspace_id: str, imp: ImportView) -> JobStatus:
     summary="Bulk import products",
     description="Import job enqueued. Poll /api/workspace/{workspaceId}/jobs/{backgroundJobId}.",
     responses={
+        400: {"description": "a malformed Idempotency-Key (`invalid_idempotency_key`)"},
         404: {"description": "unknown workspace (answered before the body is read)"},
         413: {"description": "file over the size limit"},
         415: {},
-        422: {},
+        422: {
+            "description": "a form field is invalid, the content is not the declared "
+            "format, or the Idempotency-Key was used for another request "
+            "(`idempotency_key_reused`)"
+        },
+        503: {"description": "the cluster did not say whether the import was created"},
     },
 )
 async def bulk_import(
     request: Request,
+    response: Response,
     workspaceId: Workspace,
     access: MayCreate,
     svc: Svc,
     catalog_id: CatalogId = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> ImportEnqueued:
     await require_workspace(svc, workspaceId, access.namespace)
     notify: dict[str, bool] = {}
@@ -194,7 +203,7 @@ async def bulk_import(
             format=form.format, notify_email=form.notify_email, extra_annotations=extra
         )
 
-    obj = await upload_and_create(
+    accepted = await upload_and_create(
         svc,
         request,
         access.principal,
@@ -203,8 +212,10 @@ async def bulk_import(
         api="saas",
         limits=Limits(svc.settings.max_upload_bytes, max_drain=svc.settings.max_drain_bytes),
         read_options=options,
+        idempotency_key=idempotency_key,
     )
-    uid = obj["metadata"]["uid"]
+    mark_replay(response, accepted.replayed)
+    uid = accepted.obj["metadata"]["uid"]
     return ImportEnqueued(
         jobId=uid,
         backgroundJobId=uid,

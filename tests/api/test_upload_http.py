@@ -85,9 +85,13 @@ def uploads_under(minio, bucket: str, prefix: str) -> list[str]:
     return [o.object_name for o in minio.list_objects(bucket, prefix=prefix, recursive=True)]
 
 
-def incomplete_uploads(minio, bucket: str, prefix: str) -> list[str]:
-    result = minio._list_multipart_uploads(bucket, prefix=prefix)
-    return [u.object_name for u in result.uploads]
+def incomplete_uploads(minio, bucket: str, prefix: str = "") -> list[str]:
+    """The bucket's incomplete multipart uploads under `prefix`. Listed whole and then
+    filtered: with a prefix in the request, MinIO lists only an object of exactly that
+    name, so a prefixed listing is always empty and checks nothing."""
+    from productimport.api.stale_uploads import incomplete_uploads as listed
+
+    return [u.object_name for u in listed(minio, bucket) if u.object_name.startswith(prefix)]
 
 
 def imports_in(kube, namespace: str) -> list[str]:

@@ -11,6 +11,7 @@ import anyio
 import httpx
 import pytest
 from api_testdata import DATA, announce_upload
+from test_upload_http import incomplete_uploads
 
 from productimport.api.resources import Namespaces
 from productimport.api.routes.saas import ANNOTATION_CATALOG_ID, catalog_name
@@ -28,7 +29,7 @@ def saas_url(api, workspace_id: str) -> str:
 def nothing_stored(api, minio, prefix: str) -> None:
     bucket = api.settings.upload_bucket
     assert list(minio.list_objects(bucket, prefix=prefix, recursive=True)) == []
-    assert minio._list_multipart_uploads(bucket, prefix=prefix).uploads == []
+    assert incomplete_uploads(minio, bucket, prefix) == []
 
 
 def big_form(size: int) -> bytes:
