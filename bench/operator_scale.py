@@ -37,10 +37,9 @@ from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from kubernetes import watch
 from prometheus_client.parser import text_string_to_metric_families
-from urllib3.exceptions import ProtocolError
 
+from devenv.waiting import following
 from productimport.models.resource import ANNOTATION_CANCEL, GROUP, PLURAL, VERSION
 from productimport.operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
 
@@ -209,61 +208,35 @@ class Imports:
 @contextlib.contextmanager
 def watching(cluster: Cluster, namespaces: set[str]) -> Iterator[Imports]:
     imports = Imports()
-    stream = watch.Watch()
-    ready = threading.Event()
 
-    def follow() -> None:
-        custom = cluster.custom
-        listed = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, limit=1)
-        ready.set()
-        with contextlib.suppress(ProtocolError):
-            for event in stream.stream(
-                custom.list_cluster_custom_object, GROUP, VERSION, PLURAL,
-                resource_version=listed["metadata"]["resourceVersion"], timeout_seconds=3600,
-            ):  # fmt: skip
-                meta = event["object"]["metadata"]
-                if meta["namespace"] in namespaces:
-                    status = event["object"].get("status") or {}
-                    imports.seen(meta["namespace"], meta["name"], status)
+    def seen(event: dict[str, Any]) -> None:
+        meta = event["object"]["metadata"]
+        if meta["namespace"] in namespaces:
+            imports.seen(meta["namespace"], meta["name"], event["object"].get("status") or {})
 
-    thread = threading.Thread(target=follow, daemon=True)
-    thread.start()
-    ready.wait(60)
-    try:
+    with following(
+        cluster.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, on_event=seen
+    ):
         yield imports
-    finally:
-        stream.stop()
 
 
 @contextlib.contextmanager
 def job_starts(cluster: Cluster, namespaces: set[str]) -> Iterator[list[tuple[str, float]]]:
     """(namespace, when) of each loader Job created in `namespaces`, in the API server's
     order."""
-    batch = k8s.BatchV1Api(cluster.api)
-    selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
     started: list[tuple[str, float]] = []
-    stream = watch.Watch()
-    ready = threading.Event()
 
-    def follow() -> None:
-        listed = batch.list_job_for_all_namespaces(label_selector=selector, limit=1)
-        ready.set()
-        with contextlib.suppress(ProtocolError):
-            for event in stream.stream(
-                batch.list_job_for_all_namespaces, label_selector=selector,
-                resource_version=listed.metadata.resource_version, timeout_seconds=3600,
-            ):  # fmt: skip
-                job = event["object"]
-                if event["type"] == "ADDED" and job.metadata.namespace in namespaces:
-                    started.append((job.metadata.namespace, time.perf_counter()))
+    def seen(event: dict[str, Any]) -> None:
+        job = event["object"]
+        if event["type"] == "ADDED" and job.metadata.namespace in namespaces:
+            started.append((job.metadata.namespace, time.perf_counter()))
 
-    thread = threading.Thread(target=follow, daemon=True)
-    thread.start()
-    ready.wait(60)
-    try:
+    with following(
+        k8s.BatchV1Api(cluster.api).list_job_for_all_namespaces,
+        label_selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}",
+        on_event=seen,
+    ):
         yield started
-    finally:
-        stream.stop()
 
 
 def wait(what: str, probe: Callable[[], bool], timeout: float) -> None:

@@ -14,18 +14,15 @@ import itertools
 import json
 import os
 import signal
-import threading
 from collections.abc import Iterator
 
 import pytest
 from imports_support import apply, finished, get, jobs_of, products_csv, upload
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from kubernetes import watch
-from urllib3.exceptions import ProtocolError
 
 from devenv import services
-from devenv.waiting import wait_for
+from devenv.waiting import following, wait_for
 from productimport.operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
 from productimport.operator.queue import ANNOTATION_SEQUENCE
 
@@ -37,35 +34,19 @@ def job_starts(namespaces: set[str]) -> Iterator[list[tuple[str, str]]]:
     """(namespace, owner import) of every loader Job created in `namespaces`, in the
     order the API server reports them, for as long as the block runs."""
     api = k8s_config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
-    batch = k8s.BatchV1Api(api)
     started: list[tuple[str, str]] = []
-    stream = watch.Watch()
-    listening = threading.Event()
 
-    selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    def seen(event: dict) -> None:
+        job = event["object"]
+        if event["type"] == "ADDED" and job.metadata.namespace in namespaces:
+            started.append((job.metadata.namespace, job.metadata.owner_references[0].name))
 
-    def follow() -> None:
-        listed = batch.list_job_for_all_namespaces(label_selector=selector)
-        listening.set()
-        events = stream.stream(
-            batch.list_job_for_all_namespaces,
-            label_selector=selector,
-            resource_version=listed.metadata.resource_version,
-        )
-        with contextlib.suppress(ProtocolError):  # the stream cut when the block ends
-            for event in events:
-                job = event["object"]
-                if event["type"] == "ADDED" and job.metadata.namespace in namespaces:
-                    owner = job.metadata.owner_references[0].name
-                    started.append((job.metadata.namespace, owner))
-
-    thread = threading.Thread(target=follow, daemon=True)
-    thread.start()
-    listening.wait(30)
-    try:
+    with following(
+        k8s.BatchV1Api(api).list_job_for_all_namespaces,
+        label_selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}",
+        on_event=seen,
+    ):
         yield started
-    finally:
-        stream.stop()
 
 
 def test_a_flooding_namespace_does_not_starve_another(cluster, minio):
