@@ -4,11 +4,12 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup test lint demo bench bench-upload bench-operator bench-3m bench-10m lock dev-up dev-down image
+.PHONY: help setup test lint demo chaos bench bench-upload bench-operator bench-3m bench-10m lock dev-up dev-down image
 
 help:
 	@echo "make demo     set up and run a demo import end to end"
 	@echo "make test     set up and run the whole test suite"
+	@echo "make chaos    a longer chaos campaign: imports under killed components (tests/operator/chaos.py)"
 	@echo "make bench    run the benchmarks (bench/)"
 	@echo "make dev-up   start the local cluster (a real node), MinIO, operator, API (.dev/env)"
 	@echo "make dev-down stop everything dev-up started, leaving the machine as it was"
@@ -26,6 +27,14 @@ test: setup
 
 demo: setup
 	@scripts/demo.sh
+
+# A longer chaos campaign than the one in `make test` (tests/operator/chaos.py): imports
+# into four catalogs while the operator, loaders, MinIO and the API server are killed at
+# random; prints the seed, the faults injected and whether every invariant held.
+chaos: setup
+	CHAOS_IMPORTS=$${CHAOS_IMPORTS:-40} CHAOS_FAULTS=$${CHAOS_FAULTS:-30} \
+	CHAOS_CATALOGS=$${CHAOS_CATALOGS:-4} scripts/run-tests.sh -s \
+	  tests/operator/test_chaos.py -o timeout=3600
 
 bench: setup
 	$(PY) -m bench
