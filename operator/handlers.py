@@ -41,6 +41,7 @@ from productimport.operator.retention import Sweeper
 from productimport.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
+WORKER_LIMIT = 100  # kopf's per-object workers at once (see configure)
 
 
 def operator_memo(reconciler: Reconciler, settings: OperatorSettings) -> kopf.Memo:
@@ -73,6 +74,13 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Our own Events tell the story (JobCreated, ImportSucceeded, …); kopf's per-handler
     # "Handler succeeded" Events would only drown them.
     settings.posting.enabled = False
+    # A flood of new ProductImports (10,000 applied at once) would otherwise get a worker
+    # each at once, every one holding its events: the operator's memory would grow with
+    # the flood. With a bound, the watch waits for a free worker (the events wait in the
+    # stream); passes are serial per catalog anyway. Idle workers leave sooner than
+    # kopf's 5 s, so the bound does not slow the flood down.
+    settings.queueing.worker_limit = WORKER_LIMIT
+    settings.queueing.idle_timeout = 1.0
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60

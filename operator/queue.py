@@ -61,6 +61,12 @@ class Waiting:
     has_job: bool  # the operator has started it (status.jobName)
     sequence: int | None = None  # its fencing sequence, once admitted
     position: int | None = None  # status.queuePosition, as last written
+    starting: bool = False  # it took a running slot and its Job is being made
+
+    @property
+    def busy(self) -> bool:
+        """It holds its catalog and a running slot: it has a Job, or one is being made."""
+        return self.has_job or self.starting
 
     @classmethod
     def of(cls, obj: dict[str, Any], has_job: bool | None = None) -> Waiting:
@@ -86,7 +92,7 @@ def holder_and_queue(waiting: list[Waiting]) -> tuple[Waiting | None, list[Waiti
     """The import allowed to run, and the queue behind it: an import that has a Job holds
     its catalog until it is terminal; otherwise the oldest gets it."""
     ordered = sorted(waiting, key=lambda w: w.order)
-    holder = next((w for w in ordered if w.has_job), ordered[0] if ordered else None)
+    holder = next((w for w in ordered if w.busy), ordered[0] if ordered else None)
     return holder, [w for w in ordered if w is not holder]
 
 
@@ -140,22 +146,42 @@ class ImportQueues:
         with self._lock:
             if gone:
                 self._drop(uid)
-            else:
-                self._put(Waiting.of(obj))
+                return
+            seen, known = Waiting.of(obj), self._by_uid.get(uid)
+            if known is not None:
+                # An event from before the operator's own writes must not take back what it
+                # knows already: a Job made (its status not written yet), a start under way.
+                seen = replace(seen, has_job=seen.has_job or known.has_job,
+                               starting=known.starting)  # fmt: skip
+            self._put(seen)
+
+    def reserve(self, uid: str) -> None:
+        """The import takes a running slot before its Job is made (credentials, the
+        sequence, the Job: slow work done outside the operator's slot lock, so starts in
+        different catalogs overlap); release() gives it back if no Job came of it."""
+        self._mark(uid, starting=True)
+
+    def release(self, uid: str) -> None:
+        self._mark(uid, starting=False)
+
+    def _mark(self, uid: str, **fields: bool) -> None:
+        with self._lock:
+            if uid in self._by_uid:
+                self._put(replace(self._by_uid[uid], **fields))
 
     def started(self, uid: str) -> None:
         """The operator created the import's Job (before its watch event says so): it
         takes a running slot now."""
         with self._lock:
             if uid in self._by_uid:
-                self._put(replace(self._by_uid[uid], has_job=True))
+                self._put(replace(self._by_uid[uid], has_job=True, starting=False))
 
     def _contenders(self, per_namespace: int) -> tuple[Counter[str], list[Waiting]]:
         """Running imports per namespace, and the catalogs' heads waiting for a slot
         (namespaces at their own limit left out)."""
         catalogs = self._catalogs()
-        running = Counter(w.namespace for queue in catalogs for w in queue if w.has_job)
-        heads = [h for h, _ in map(holder_and_queue, catalogs) if h and not h.has_job]
+        running = Counter(w.namespace for queue in catalogs for w in queue if w.busy)
+        heads = [h for h, _ in map(holder_and_queue, catalogs) if h and not h.busy]
         if per_namespace:
             heads = [h for h in heads if running[h.namespace] < per_namespace]
         return running, heads
@@ -175,7 +201,7 @@ class ImportQueues:
             return None
         with self._lock:
             known = self._by_uid.get(candidate.uid)
-        if known is not None and known.has_job:
+        if known is not None and known.busy:
             return None  # it holds its slot already (its Job is being made again)
         if any(w.uid == candidate.uid for w in self.next_to_start(limit, per_namespace)):
             return None

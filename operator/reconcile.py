@@ -567,10 +567,19 @@ class Reconciler:
         except credentials.SourceNotAllowed as exc:
             self._finish_failed(obj, "SourceNotAllowed", str(exc))
             return True
+        uid = meta["uid"]
         with self._slots:  # one decision at a time, or two could take the last slot
             if not self._take_slot(obj):
                 return False
+            if self.queues is not None:
+                self.queues.reserve(uid)
+        # The slow part (MinIO's STS, the catalog's sequence, the Secret, the Job) outside
+        # the slot lock: starts in different catalogs overlap; only the decisions queue.
+        try:
             return self._start(obj, spec)
+        finally:
+            if self.queues is not None:
+                self.queues.release(uid)  # a no-op once started() has taken the slot
 
     def _take_slot(self, obj: dict[str, Any]) -> bool:
         """Whether the catalog's head may start under the running limits (with the

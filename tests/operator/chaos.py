@@ -15,7 +15,9 @@ The invariants, checked against the catalogs' Delta history and a replay:
   names; one that failed, was cancelled or changed nothing is in none;
 - a catalog's versions follow its imports' queue order (creation order), and its content
   equals a sequential replay of its committed imports, in that order, by the engine on a
-  local directory.
+  local directory;
+- no orphans: every import document in the catalog's folder belongs to one of its
+  imports.
 """
 
 from __future__ import annotations
@@ -210,6 +212,13 @@ def _check(
             if uid in version_of:
                 committed.append((name, uid))
         outcome.committed += len(committed)
+        # No orphans: every import document of the catalog belongs to one of its imports
+        # (retention keeps them for a week, so none is past its time here).
+        uids = {finals[name]["metadata"]["uid"] for name in mine}
+        documents = Catalog(store, ns, catalog).key("imports/")
+        owners = {key[len(documents) :].split("/", 1)[0] for key in store.list(documents)}
+        if owners - uids:
+            bad(f"{catalog}: documents of imports that do not exist: {sorted(owners - uids)}")
         versions = [version_of[uid] for _, uid in committed]
         if versions != sorted(versions):
             pairs = list(zip((name for name, _ in committed), versions, strict=True))

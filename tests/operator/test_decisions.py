@@ -1084,3 +1084,31 @@ def test_a_catalogs_next_sequence_is_found_without_listing_the_namespace(tmp_pat
     sequences = [int(world.kube.imports[(NS, n)]["metadata"]["annotations"][ANNOTATION_SEQUENCE])
                  for n in ("first", "second")]  # fmt: skip
     assert sequences == [1, 2]
+
+
+def test_a_start_under_way_holds_its_slot_and_a_stale_event_does_not_free_it():
+    """Starts run outside the slot lock (so starts in different catalogs overlap): the
+    slot is reserved first, and a watch event sent before the operator's own writes must
+    not give the slot back while the Job is made, nor after."""
+    queues = ImportQueues()
+
+    def obj(name: str, **status: Any) -> dict[str, Any]:
+        return {"metadata": {"namespace": NS, "name": name, "uid": f"uid-{name}",
+                             "creationTimestamp": f"2026-01-01T00:00:0{name[-1]}Z"},
+                "spec": {"catalog": name}, "status": status}  # fmt: skip
+
+    for name in ("c1", "c2"):
+        queues.observe(obj(name))
+    assert [w.name for w in queues.next_to_start(limit=1, per_namespace=0)] == ["c1"]
+    queues.reserve("uid-c1")
+    assert queues.next_to_start(limit=1, per_namespace=0) == []  # c1 is starting
+    queues.observe(obj("c1"))  # an event from before the start: no jobName yet
+    assert queues.next_to_start(limit=1, per_namespace=0) == []
+    queues.started("uid-c1")
+    queues.release("uid-c1")  # the start returned: the Job holds the slot now
+    queues.observe(obj("c1"))
+    assert queues.next_to_start(limit=1, per_namespace=0) == []
+    queues.reserve("uid-c2")
+    queues.release("uid-c2")  # a start that made no Job gives its slot back
+    queues.forget("uid-c1")
+    assert [w.name for w in queues.next_to_start(limit=1, per_namespace=0)] == ["c2"]
