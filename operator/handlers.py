@@ -4,8 +4,9 @@
   queues in memory (operator/queue.py): waiting costs no API call;
 - a ProductImport is created, changed (a cancel annotation) or found at start-up: a pass;
 - a managed Job changes: a pass for its owner (progress, completion);
-- every few seconds for each import that has a Job: a pass (progress, and a safety net
-  for a missed Job event). A queued import has no timer: the import before it starts it
+- every `poll_seconds` (3), a pass for each import that has a Job (progress, and a safety
+  net for a missed Job event), from the operator's own loop, not kopf timers (see
+  poll_running_once). A queued import costs nothing: the import before it starts it
   when it ends (Reconciler._start_next);
 - every `queue_resync_seconds`, the head of each catalog's queue that has not started:
   a pass (one pass per catalog, not per import: a start that failed on a store outage,
@@ -34,7 +35,6 @@ import kopf
 from productimport.engine.errors import TemporaryFailure
 from productimport.engine.storecheck import StoreUnfit, check_conditional_writes
 from productimport.models.resource import GROUP, PLURAL, VERSION
-from productimport.operator.conditions import is_terminal
 from productimport.operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
 from productimport.operator.reconcile import Reconciler
 from productimport.operator.retention import Sweeper
@@ -98,11 +98,6 @@ def check_store(memo: kopf.Memo, **_: Any) -> None:
         raise kopf.TemporaryError(f"cannot check the store yet: {exc}", delay=5) from exc
 
 
-def _has_job(body: kopf.Body, **_: Any) -> bool:
-    obj = dict(body)
-    return bool((obj.get("status") or {}).get("jobName")) and not is_terminal(obj)
-
-
 @kopf.on.event(GROUP, VERSION, PLURAL)
 def on_import_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     queues = memo.reconciler.queues
@@ -120,21 +115,40 @@ async def on_change(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> Non
     await _pass(memo, namespace, name)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=3.0, initial_delay=1.0, when=_has_job, backoff=5)
-async def on_timer(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    await _pass(memo, namespace, name)
-
-
 @kopf.on.startup()
 async def start_resync(memo: kopf.Memo, **_: Any) -> None:
     memo.resync = asyncio.create_task(_resync(memo))
+    memo.poll = asyncio.create_task(_poll_running(memo))
 
 
 @kopf.on.cleanup()
 async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("resync")
-    if task is not None:
-        task.cancel()
+    for task in (memo.get("resync"), memo.get("poll")):
+        if task is not None:
+            task.cancel()
+
+
+async def poll_running_once(memo: kopf.Memo) -> None:
+    """A pass for every import that has a Job (its progress, and a safety net for a
+    missed Job event). Not a kopf timer: with any timer on ProductImports, kopf keeps
+    every ProductImport's whole body in memory for it (10,000 waiting imports: hundreds
+    of MB), and puts a finalizer on each it runs for."""
+    reconciler: Reconciler = memo.reconciler
+    if reconciler.queues is None:
+        return
+    running = reconciler.queues.running()
+    results = await asyncio.gather(
+        *(_pass(memo, w.namespace, w.name) for w in running), return_exceptions=True
+    )
+    for w, result in zip(running, results, strict=True):
+        if isinstance(result, Exception):  # the next round tries again
+            log.warning("pass over %s/%s: %s", w.namespace, w.name, result)
+
+
+async def _poll_running(memo: kopf.Memo) -> None:
+    while True:
+        await asyncio.sleep(memo.settings.poll_seconds)
+        await poll_running_once(memo)
 
 
 async def _resync(memo: kopf.Memo) -> None:
@@ -146,7 +160,7 @@ async def _resync(memo: kopf.Memo) -> None:
             continue
         for head in reconciler.queues.heads():
             if head.has_job:
-                continue  # its own timer looks after it
+                continue  # the poll of running imports looks after it
             try:
                 await _pass(memo, head.namespace, head.name)
             except Exception as exc:  # one catalog's trouble must not stop the others'

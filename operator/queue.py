@@ -235,6 +235,11 @@ class ImportQueues:
         with self._lock:
             self._drop(uid)
 
+    def running(self) -> list[Waiting]:
+        """The imports that have a Job (at most the running limit of them)."""
+        with self._lock:
+            return [w for w in self._by_uid.values() if w.has_job]
+
     def waiting(self, namespace: str, catalog: str) -> list[Waiting]:
         with self._lock:
             return list(self._by_catalog.get((namespace, catalog), {}).values())

@@ -22,6 +22,7 @@ class Passes(Reconciler):
 
     def __init__(self, fail: bool = False) -> None:  # no seams needed: nothing is reconciled
         self.passes: list[tuple[str, str, bool]] = []
+        self.queues = ImportQueues()
         self.fail = fail
 
     def reconcile(self, namespace: str, name: str) -> None:
@@ -39,7 +40,13 @@ def test_each_handler_reconciles_through_the_memo_off_the_event_loop():
     passes = Passes()
     memo = _memo(passes)
     asyncio.run(handlers.on_change(namespace="ns", name="a", memo=memo))
-    asyncio.run(handlers.on_timer(namespace="ns", name="b", memo=memo))
+    running = {"metadata": {"namespace": "ns", "name": "b", "uid": "u-b"},
+               "spec": {"catalog": "main"}, "status": {"jobName": "b-import"}}  # fmt: skip
+    passes.queues.observe(running)
+    passes.queues.observe(
+        {**running, "metadata": {"namespace": "ns", "name": "q", "uid": "u-q"}, "status": {}}
+    )  # fmt: skip  (queued: no pass of its own)
+    asyncio.run(handlers.poll_running_once(memo))
     owned = {
         "metadata": {
             "ownerReferences": [
@@ -57,7 +64,7 @@ def test_each_handler_reconciles_through_the_memo_off_the_event_loop():
 def test_a_store_outage_is_a_kopf_temporary_error_retried_after_poll_seconds():
     memo = _memo(Passes(fail=True))
     with pytest.raises(kopf.TemporaryError) as raised:
-        asyncio.run(handlers.on_timer(namespace="ns", name="a", memo=memo))
+        asyncio.run(handlers.on_change(namespace="ns", name="a", memo=memo))
     assert raised.value.delay == 7 and "MinIO" in str(raised.value)
 
 
