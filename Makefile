@@ -33,7 +33,8 @@ demo: setup
 # random; prints the seed, the faults injected and whether every invariant held.
 chaos: setup
 	CHAOS_IMPORTS=$${CHAOS_IMPORTS:-40} CHAOS_FAULTS=$${CHAOS_FAULTS:-30} \
-	CHAOS_CATALOGS=$${CHAOS_CATALOGS:-4} scripts/run-tests.sh -s \
+	CHAOS_CATALOGS=$${CHAOS_CATALOGS:-4} \
+	CHAOS_KINDS=$${CHAOS_KINDS:-operator,loader,minio,apiserver,cancel} scripts/run-tests.sh -s \
 	  tests/operator/test_chaos.py -o timeout=3600
 
 bench: setup
