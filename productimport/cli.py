@@ -170,6 +170,10 @@ def import_command(
             result, code = None, failure.exit_code
             message, reason = failure.message, failure.reason
         except Exception as exc:
+            if _terminating:
+                # DuckDB turns a signal handler's exception raised during a query into its
+                # own "Query interrupted": still the SIGTERM.
+                raise Terminated() from exc
             result, code = None, EXIT_UNEXPECTED
             message, reason = f"unexpected error: {exc!r}", "InternalError"
     if result is None:
@@ -367,9 +371,14 @@ class Terminated(BaseException):
     the handler runs when it returns), and a Job that retries finds it there."""
 
 
+_terminating = False
+
+
 def _terminated(signum: int, frame: object) -> None:
     # Without a handler, a loader that is its container's PID 1 ignores SIGTERM and runs
     # on, maybe to a commit, until the Pod's grace period ends in SIGKILL.
+    global _terminating
+    _terminating = True
     raise Terminated()
 
 
