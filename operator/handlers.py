@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
@@ -115,19 +116,6 @@ async def on_change(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> Non
     await _pass(memo, namespace, name)
 
 
-@kopf.on.startup()
-async def start_resync(memo: kopf.Memo, **_: Any) -> None:
-    memo.resync = asyncio.create_task(_resync(memo))
-    memo.poll = asyncio.create_task(_poll_running(memo))
-
-
-@kopf.on.cleanup()
-async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
-    for task in (memo.get("resync"), memo.get("poll")):
-        if task is not None:
-            task.cancel()
-
-
 async def poll_running_once(memo: kopf.Memo) -> None:
     """A pass for every import that has a Job (its progress, and a safety net for a
     missed Job event). Not a kopf timer: with any timer on ProductImports, kopf keeps
@@ -145,64 +133,65 @@ async def poll_running_once(memo: kopf.Memo) -> None:
             log.warning("pass over %s/%s: %s", w.namespace, w.name, result)
 
 
-async def _poll_running(memo: kopf.Memo) -> None:
-    while True:
-        await asyncio.sleep(memo.settings.poll_seconds)
-        await poll_running_once(memo)
-
-
-async def _resync(memo: kopf.Memo) -> None:
-    """Start the head of every catalog queue that is not running: one pass per catalog."""
+async def resync_once(memo: kopf.Memo) -> None:
+    """Start the head of every catalog queue that is not running (one pass per catalog),
+    then refresh the queue positions."""
     reconciler: Reconciler = memo.reconciler
-    while True:
-        await asyncio.sleep(memo.settings.queue_resync_seconds)
-        if reconciler.queues is None:
-            continue
-        for head in reconciler.queues.heads():
-            if head.has_job:
-                continue  # the poll of running imports looks after it
-            try:
-                await _pass(memo, head.namespace, head.name)
-            except Exception as exc:  # one catalog's trouble must not stop the others'
-                log.warning("resync of %s/%s: %s", head.namespace, head.name, exc)
+    if reconciler.queues is None:
+        return
+    for head in reconciler.queues.heads():
+        if head.has_job:
+            continue  # the poll of running imports looks after it
         try:
-            await asyncio.to_thread(reconciler.refresh_positions)
-        except Exception as exc:  # positions are a courtesy; the next resync tries again
-            log.warning("refreshing queue positions: %s", exc)
+            await _pass(memo, head.namespace, head.name)
+        except Exception as exc:  # one catalog's trouble must not stop the others'
+            log.warning("resync of %s/%s: %s", head.namespace, head.name, exc)
+    await asyncio.to_thread(reconciler.refresh_positions)
+
+
+async def _every(seconds: float, what: str, work: Callable[[], Awaitable[None]]) -> None:
+    """`work` every `seconds` until cancelled. A failed round (the API server or the
+    store away) is logged, and the next round tries again."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await work()
+        except Exception as exc:
+            log.warning("%s: %s", what, exc)
 
 
 @kopf.on.startup()
-async def start_retention(memo: kopf.Memo, **_: Any) -> None:
-    """Retention passes (operator/retention.py), each in the sweeper's own thread."""
-    if not memo.settings.retention_interval_seconds:
-        return
-    if memo.get("retention") is None:
-        reconciler: Reconciler = memo.reconciler
-        memo.retention = Sweeper.for_operator(
-            reconciler.kube, reconciler.reports.store, memo.settings
-        )
-    memo.retention_task = asyncio.create_task(_retention(memo))
+async def start_loops(memo: kopf.Memo, **_: Any) -> None:
+    """The operator's periodic work: its own asyncio tasks, not kopf timers (see
+    poll_running_once). Retention passes run in the sweeper's own thread."""
+    settings: OperatorSettings = memo.settings
+    loops: list[tuple[float, str, Callable[[], Awaitable[None]]]] = [
+        (settings.poll_seconds, "poll of running imports", lambda: poll_running_once(memo)),
+        (settings.queue_resync_seconds, "queue resync", lambda: resync_once(memo)),
+    ]
+    if settings.retention_interval_seconds:
+        if memo.get("retention") is None:
+            reconciler: Reconciler = memo.reconciler
+            memo.retention = Sweeper.for_operator(
+                reconciler.kube, reconciler.reports.store, settings
+            )
+        sweeper: Sweeper = memo.retention
+        loop = asyncio.get_running_loop()
+
+        async def sweep() -> None:
+            await loop.run_in_executor(sweeper.executor, sweeper.sweep)
+
+        loops.append((settings.retention_interval_seconds, "retention pass", sweep))
+    memo.loops = [asyncio.create_task(_every(*each)) for each in loops]
 
 
 @kopf.on.cleanup()
-async def stop_retention(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("retention_task")
-    if task is not None:
+async def stop_loops(memo: kopf.Memo, **_: Any) -> None:
+    for task in memo.get("loops") or []:
         task.cancel()
     sweeper: Sweeper | None = memo.get("retention")
     if sweeper is not None:
         sweeper.close()
-
-
-async def _retention(memo: kopf.Memo) -> None:
-    sweeper: Sweeper = memo.retention
-    loop = asyncio.get_running_loop()
-    while True:
-        await asyncio.sleep(memo.settings.retention_interval_seconds)
-        try:
-            await loop.run_in_executor(sweeper.executor, sweeper.sweep)
-        except Exception as exc:  # the store or the API server away: the next pass retries
-            log.warning("retention pass: %s", exc)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})

@@ -33,7 +33,9 @@ class Passes(Reconciler):
 
 
 def _memo(reconciler: Reconciler) -> kopf.Memo:
-    return handlers.operator_memo(reconciler, OperatorSettings(poll_seconds=7))
+    return handlers.operator_memo(
+        reconciler, OperatorSettings(poll_seconds=7, retention_interval_seconds=0)
+    )
 
 
 def test_each_handler_reconciles_through_the_memo_off_the_event_loop():
@@ -109,9 +111,9 @@ def test_the_watch_keeps_each_catalogs_queue_and_the_resync_starts_only_its_head
     assert [h.name for h in passes.queues.heads()] == ["a"]
 
     async def one_resync() -> None:
-        await handlers.start_resync(memo=memo)
+        await handlers.start_loops(memo=memo)
         await asyncio.sleep(0.05)
-        await handlers.stop_resync(memo=memo)
+        await handlers.stop_loops(memo=memo)
 
     asyncio.run(one_resync())
     assert {p[1] for p in passes.passes} == {"a"}  # never the imports behind it

@@ -320,9 +320,9 @@ def test_retention_passes_run_in_the_sweepers_own_thread(tmp_path):
     memo.retention = r.sweeper
 
     async def a_while() -> None:
-        await handlers.start_retention(memo=memo)
+        await handlers.start_loops(memo=memo)
         await asyncio.sleep(0.2)
-        await handlers.stop_retention(memo=memo)
+        await handlers.stop_loops(memo=memo)
 
     asyncio.run(a_while())
     assert threads and all(name.startswith("retention") for name in threads), threads
