@@ -68,6 +68,14 @@ class KubeApi(Protocol):
         """A JSON merge patch of the status subresource (None removes a field)."""
         ...
 
+    def set_queue_position(
+        self, namespace: str, name: str, version: str, position: int
+    ) -> dict[str, Any] | None:
+        """Write status.queuePosition in one call, no read first, if the import is still
+        at resourceVersion `version`; None if it changed since (it may have started) or
+        is gone."""
+        ...
+
     def annotate_import(self, obj: dict[str, Any], key: str, value: str) -> dict[str, Any] | None:
         """Set one annotation of a ProductImport (a merge patch of its metadata; the
         operator's own per-import state, such as its fencing sequence)."""
@@ -126,6 +134,20 @@ class Kube:
             self.custom.patch_namespaced_custom_object_status,
             GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], patch,
         )  # fmt: skip
+
+    def set_queue_position(
+        self, namespace: str, name: str, version: str, position: int
+    ) -> dict[str, Any] | None:
+        # A merge patch that names a resourceVersion is conditional on it (409 if not).
+        patch = {"metadata": {"resourceVersion": version}, "status": {"queuePosition": position}}
+        try:
+            return self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, patch
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return None
+            raise
 
     def annotate_import(self, obj: dict[str, Any], key: str, value: str) -> dict[str, Any] | None:
         meta = obj["metadata"]

@@ -61,6 +61,7 @@ class Waiting:
     has_job: bool  # the operator has started it (status.jobName)
     sequence: int | None = None  # its fencing sequence, once admitted
     position: int | None = None  # status.queuePosition, as last written
+    version: str = ""  # metadata.resourceVersion, as last seen
     starting: bool = False  # it took a running slot and its Job is being made
 
     @property
@@ -81,6 +82,7 @@ class Waiting:
             has_job=bool(status.get("jobName")) if has_job is None else has_job,
             sequence=sequence_of(obj),
             position=status.get("queuePosition"),
+            version=meta.get("resourceVersion", ""),
         )
 
     @property

@@ -608,7 +608,12 @@ class Reconciler:
         at most `queue_position_updates` writes per call (the periodic resync): waiting
         stays cheap however long the queues grow. Positions only ever fall (an import
         never overtakes one created before it in its catalog), so one not refreshed yet
-        is an upper bound. Returns how many it wrote."""
+        is an upper bound. Returns how many it wrote.
+
+        Each write is one call, conditional on the version the watch last showed: no
+        read first, and no catalog lock, so a long queue's refresh never holds up the
+        pass that starts its next import. An import that changed since (it started, or
+        was cancelled) is left alone; the next refresh sees its new version."""
         if self.queues is None:
             return 0
         written = 0
@@ -617,17 +622,14 @@ class Reconciler:
         ):
             if written >= self.settings.queue_position_updates:
                 break
-            if waiting.position == position:
+            if waiting.position == position or waiting.busy:
                 continue
-            with self._lock(waiting.namespace, waiting.catalog):
-                obj = self.kube.get_import(waiting.namespace, waiting.name)
-                status = (obj or {}).get("status") or {}
-                if obj is None or is_terminal(obj) or status.get("jobName"):
-                    continue
-                if status.get("queuePosition") != position:
-                    self.kube.patch_status(obj, {"status": {"queuePosition": position}})
-                    written += 1
-                self.queues.observe({**obj, "status": {**status, "queuePosition": position}})
+            updated = self.kube.set_queue_position(
+                waiting.namespace, waiting.name, waiting.version, position
+            )
+            if updated is not None:
+                written += 1
+                self.queues.observe(updated)
         return written
 
     def _start(self, obj: dict[str, Any], spec: ProductImportSpec) -> bool:

@@ -56,6 +56,11 @@ class LiveKube(Kube):
     def patch_status(self, obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any] | None:
         return self.memory.patch_status(obj, patch)
 
+    def set_queue_position(
+        self, namespace: str, name: str, version: str, position: int
+    ) -> dict[str, Any] | None:
+        return self.memory.set_queue_position(namespace, name, version, position)
+
     def annotate_import(self, obj: dict[str, Any], key: str, value: str) -> dict[str, Any] | None:
         return self.memory.annotate_import(obj, key, value)
 

@@ -86,6 +86,14 @@ class MemoryKube:
         self._changed(stored)
         return copy.deepcopy(stored)
 
+    def set_queue_position(
+        self, namespace: str, name: str, version: str, position: int
+    ) -> dict[str, Any] | None:
+        stored = self.imports.get((namespace, name))
+        if stored is None or stored["metadata"]["resourceVersion"] != version:
+            return None  # the API server's 404 and 409
+        return self.patch_status(stored, {"status": {"queuePosition": position}})
+
     def annotate_import(self, obj: dict[str, Any], key: str, value: str) -> dict[str, Any] | None:
         meta = obj["metadata"]
         if (meta["namespace"], meta["name"]) not in self.imports:
