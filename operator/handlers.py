@@ -2,7 +2,9 @@
 
 - every ProductImport watch event (the initial listing included) updates the catalogs'
   queues in memory (operator/queue.py): waiting costs no API call;
-- a ProductImport is created, changed (a cancel annotation) or found at start-up: a pass;
+- a ProductImport is created, asked to cancel, or found at start-up: a pass, run by
+  the operator's own bounded pass queue (PassQueue; not kopf's change handlers, which
+  hold every object's body until its handler has run, and annotate every object);
 - a managed Job changes: a pass for its owner (progress, completion);
 - every `poll_seconds` (3), a pass for each import that has a Job (progress, and a safety
   net for a missed Job event), from the operator's own loop, not kopf timers (see
@@ -16,8 +18,7 @@
   sweeper's own thread; a ProductImport's DELETED event hands it to the sweeper too (its
   documents go at once, its source in the next pass). No finalizer: deleting an import
   never waits for the operator, and what a missed event leaves, a pass finds.
-Handler state lives in annotations under the project's own prefix, with its own
-finalizer name (configured in `configure`).
+kopf writes nothing to the imports: event handlers keep no per-object state.
 
 The reconciler and the settings reach the handlers through kopf's `memo`: main.py passes
 the operator's memo to kopf.run (see `operator_memo`), and kopf gives each resource
@@ -35,7 +36,8 @@ import kopf
 
 from productimport.engine.errors import TemporaryFailure
 from productimport.engine.storecheck import StoreUnfit, check_conditional_writes
-from productimport.models.resource import GROUP, PLURAL, VERSION
+from productimport.models.resource import ANNOTATION_CANCEL, GROUP, PLURAL, VERSION
+from productimport.operator.conditions import is_terminal
 from productimport.operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
 from productimport.operator.reconcile import Reconciler
 from productimport.operator.retention import Sweeper
@@ -43,20 +45,82 @@ from productimport.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 WORKER_LIMIT = 100  # kopf's per-object workers at once (see configure)
+PASS_WORKERS = 8  # passes at once; each blocks a thread on API calls (to_thread)
 
 
 def operator_memo(reconciler: Reconciler, settings: OperatorSettings) -> kopf.Memo:
     """The operator's memo (kopf.run(memo=...)): what every handler needs."""
-    return kopf.Memo(reconciler=reconciler, settings=settings)
+    memo = kopf.Memo(reconciler=reconciler, settings=settings)
+    memo.passes = PassQueue(memo)
+    return memo
 
 
 async def _pass(memo: kopf.Memo, namespace: str, name: str) -> None:
-    reconciler: Reconciler = memo.reconciler
-    try:
-        await asyncio.to_thread(reconciler.reconcile, namespace, name)
-    except TemporaryFailure as exc:
-        delay = memo.settings.poll_seconds
-        raise kopf.TemporaryError(str(exc), delay=delay) from exc
+    """One reconcile pass, in a worker thread (it blocks on API calls)."""
+    await asyncio.to_thread(memo.reconciler.reconcile, namespace, name)
+
+
+class PassQueue:
+    """The passes the watch asks for, by import (namespace, name), run by PASS_WORKERS
+    tasks: a key waits here once however often it is asked for.
+
+    Not kopf's change handlers: kopf holds each object's events (its whole body, several
+    KB each) until a handler has run for it, so 10,000 imports applied at once would sit
+    in the operator's memory as bodies for as long as their passes take (minutes at the
+    API server's pace), and kopf would write an annotation to every import to track its
+    handlers. Here an event costs an in-memory update and, when it wants a pass, a key.
+    A pass that fails for a passing reason (the store or the API server away) is asked
+    for again after `poll_seconds`."""
+
+    def __init__(self, memo: kopf.Memo) -> None:
+        self._memo = memo
+        self._keys: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._asked: set[tuple[str, str]] = set()
+        self._workers: list[asyncio.Task[None]] = []
+
+    def ask(self, namespace: str, name: str) -> None:
+        """A pass over this import soon (kopf's event loop only)."""
+        key = (namespace, name)
+        if key not in self._asked:
+            self._asked.add(key)
+            self._keys.put_nowait(key)
+
+    def __len__(self) -> int:
+        return len(self._asked)
+
+    def start(self) -> None:
+        self._workers = [asyncio.create_task(self._work()) for _ in range(PASS_WORKERS)]
+
+    def stop(self) -> None:
+        for task in self._workers:
+            task.cancel()
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            key = await self._keys.get()
+            self._asked.discard(key)  # asked again while it runs: one more pass after
+            try:
+                await _pass(self._memo, *key)
+            except Exception as exc:
+                if not isinstance(exc, TemporaryFailure):
+                    log.exception("pass over %s/%s", *key)
+                else:
+                    log.warning("pass over %s/%s: %s; again in %.0fs", *key, exc,
+                                self._memo.settings.poll_seconds)  # fmt: skip
+                loop.call_later(self._memo.settings.poll_seconds, self.ask, *key)
+
+
+def wants_pass(event_type: str | None, obj: dict[str, Any]) -> bool:
+    """Whether a ProductImport watch event asks for a pass: a new import (or one found
+    when the operator starts: the initial listing has no type), or a cancel request.
+    Never the operator's own status writes, or every pass would ask for another."""
+    meta = obj.get("metadata") or {}
+    if event_type == "DELETED" or meta.get("deletionTimestamp") or is_terminal(obj):
+        return False
+    if event_type in (None, "ADDED"):
+        return True
+    return (meta.get("annotations") or {}).get(ANNOTATION_CANCEL) == "true"
 
 
 @kopf.on.startup()
@@ -67,21 +131,16 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
             "no reconciler in the operator's memo: start the operator with "
             "productimport-operator (operator/main.py), which passes it to kopf.run"
         )
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Our own Events tell the story (JobCreated, ImportSucceeded, …); kopf's per-handler
     # "Handler succeeded" Events would only drown them.
     settings.posting.enabled = False
-    # A flood of new ProductImports (10,000 applied at once) would otherwise get a worker
-    # each at once, every one holding its events: the operator's memory would grow with
-    # the flood. With a bound, the watch waits for a free worker (the events wait in the
-    # stream); passes are serial per catalog anyway. Idle workers leave sooner than
-    # kopf's 5 s, so the bound does not slow the flood down.
+    # kopf's per-object workers only run on_import_event (memory, no API call), at most
+    # WORKER_LIMIT at once; each object's events wait in kopf's memory, as whole bodies,
+    # until a worker takes them. A worker stays idle `idle_timeout` for its object's next
+    # event before leaving (kopf: 5 s), holding its slot: 0.1 s lets 100 workers keep up
+    # with a flood of thousands of new imports a second, so their bodies do not pile up.
     settings.queueing.worker_limit = WORKER_LIMIT
-    settings.queueing.idle_timeout = 1.0
+    settings.queueing.idle_timeout = 0.1
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
@@ -100,20 +159,16 @@ def check_store(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def on_import_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def on_import_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    obj, kind = dict(body), event.get("type")
     queues = memo.reconciler.queues
     if queues is not None:
-        queues.observe(dict(body), deleted=event.get("type") == "DELETED")
+        queues.observe(obj, deleted=kind == "DELETED")
     sweeper: Sweeper | None = memo.get("retention")
-    if event.get("type") == "DELETED" and sweeper is not None:
-        sweeper.submit_forget(dict(body))  # never waited for here: the sweeper's thread
-
-
-@kopf.on.create(GROUP, VERSION, PLURAL, backoff=5)
-@kopf.on.resume(GROUP, VERSION, PLURAL, backoff=5)
-@kopf.on.update(GROUP, VERSION, PLURAL, backoff=5)
-async def on_change(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    await _pass(memo, namespace, name)
+    if kind == "DELETED" and sweeper is not None:
+        sweeper.submit_forget(obj)  # never waited for here: the sweeper's thread
+    if wants_pass(kind, obj):
+        memo.passes.ask(obj["metadata"]["namespace"], obj["metadata"]["name"])
 
 
 async def poll_running_once(memo: kopf.Memo) -> None:
@@ -183,12 +238,14 @@ async def start_loops(memo: kopf.Memo, **_: Any) -> None:
 
         loops.append((settings.retention_interval_seconds, "retention pass", sweep))
     memo.loops = [asyncio.create_task(_every(*each)) for each in loops]
+    memo.passes.start()
 
 
 @kopf.on.cleanup()
 async def stop_loops(memo: kopf.Memo, **_: Any) -> None:
     for task in memo.get("loops") or []:
         task.cancel()
+    memo.passes.stop()
     sweeper: Sweeper | None = memo.get("retention")
     if sweeper is not None:
         sweeper.close()
@@ -196,7 +253,6 @@ async def stop_loops(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
 async def on_job_event(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    # Event handlers are not retried: a failed pass here is picked up by the timer.
     for ref in body.metadata.get("ownerReferences") or []:
         if ref.get("apiVersion") == f"{GROUP}/{VERSION}" and ref.get("controller"):
-            await _pass(memo, namespace, ref["name"])
+            memo.passes.ask(namespace, ref["name"])

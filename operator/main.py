@@ -29,6 +29,10 @@ def main() -> None:
     settings = OperatorSettings()
     kopf.configure(log_format=kopf.LogFormat.JSON, verbose=settings.log_level == "DEBUG")
     logging.getLogger().setLevel(settings.log_level)
+    if settings.log_level != "DEBUG":
+        # kopf logs every handler run ("Handler 'on_import_event' succeeded.") at INFO: a
+        # line per watch event, thousands a minute in a flood. Its failures stay logged.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     # The catalogs' queues, kept from the watch (handlers.on_import_event).
     reconciler = Reconciler(Kube(api_client()), settings, queues=ImportQueues())
     memo = handlers.operator_memo(reconciler, settings)

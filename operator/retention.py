@@ -162,18 +162,21 @@ class Sweeper:
     # -- a deleted ProductImport -----------------------------------------------------
 
     def submit_forget(self, obj: dict[str, Any]) -> Future[None]:
-        """`forget`, in the sweeper's thread (called from the watch's DELETED event)."""
-        future = self.executor.submit(self.forget, obj)
-        future.add_done_callback(_log_failure(obj))
+        """`forget`, in the sweeper's thread (called from the watch's DELETED event). Only
+        what it needs waits in the executor's queue, not the body: a namespace of 10,000
+        imports deleted at once would otherwise hold 10,000 bodies until their turn."""
+        known = Known.of(obj)
+        future = self.executor.submit(self.forget, known)
+        future.add_done_callback(_log_failure(known))
         return future
 
-    def forget(self, obj: dict[str, Any]) -> None:
+    def forget(self, deleted: dict[str, Any] | Known) -> None:
         """A ProductImport was deleted: its documents go now; its source goes in the next
         pass, which knows whether another import still names it. A loader still running
         (its Job goes with the import, its Pod gets its grace period) may write documents
         after this: the next pass finds them with no import and deletes them, and its
         catalog commit, if it lands, is a version like any other (docs/operations.md)."""
-        known = Known.of(obj)
+        known = deleted if isinstance(deleted, Known) else Known.of(deleted)
         prefix = Catalog(self.store, known.namespace, known.catalog).import_key(known.uid, "")
         for key in list(self.store.list(prefix)):
             self.store.delete(key)
@@ -308,15 +311,11 @@ class Sweeper:
         return retained is None or last_finished >= retained
 
 
-def _log_failure(obj: dict[str, Any]) -> Callable[[Future[None]], None]:
-    meta = obj.get("metadata") or {}
-
+def _log_failure(known: Known) -> Callable[[Future[None]], None]:
     def done(future: Future[None]) -> None:
         if not future.cancelled() and future.exception() is not None:
             # The next pass deletes what this left: the import is not in its LIST.
-            log.warning(
-                "cleaning up after %s/%s: %s", meta.get("namespace"), meta.get("name"),
-                future.exception(),
-            )  # fmt: skip
+            log.warning("cleaning up after import %s in %s: %s", known.uid, known.namespace,
+                        future.exception())  # fmt: skip
 
     return done

@@ -10,7 +10,7 @@ import kopf
 import pytest
 
 from productimport.engine.errors import TemporaryFailure
-from productimport.models.resource import GROUP, VERSION
+from productimport.models.resource import ANNOTATION_CANCEL, GROUP, VERSION
 from productimport.operator import handlers
 from productimport.operator.queue import ImportQueues
 from productimport.operator.reconcile import Reconciler
@@ -38,10 +38,25 @@ def _memo(reconciler: Reconciler) -> kopf.Memo:
     )
 
 
+def _added(name: str, **meta) -> dict:
+    return {"type": "ADDED", "object": {
+        "metadata": {"namespace": "ns", "name": name, "uid": f"u-{name}", **meta},
+        "spec": {"catalog": "main"}, "status": {}}}  # fmt: skip
+
+
+async def _events_then_passes(memo: kopf.Memo, events: list[dict], seconds: float = 0.2) -> None:
+    """Deliver watch events as kopf does, then let the pass queue run for a while."""
+    memo.passes.start()
+    for event in events:
+        await handlers.on_import_event(event=event, body=kopf.Body(event["object"]), memo=memo)
+    await asyncio.sleep(seconds)
+    memo.passes.stop()
+
+
 def test_each_handler_reconciles_through_the_memo_off_the_event_loop():
     passes = Passes()
     memo = _memo(passes)
-    asyncio.run(handlers.on_change(namespace="ns", name="a", memo=memo))
+    asyncio.run(_events_then_passes(memo, [_added("a")]))
     running = {"metadata": {"namespace": "ns", "name": "b", "uid": "u-b"},
                "spec": {"catalog": "main"}, "status": {"jobName": "b-import"}}  # fmt: skip
     passes.queues.observe(running)
@@ -58,23 +73,53 @@ def test_each_handler_reconciles_through_the_memo_off_the_event_loop():
             ]
         }
     }
-    asyncio.run(handlers.on_job_event(body=kopf.Body(owned), namespace="ns", memo=memo))
+
+    async def job_event() -> None:
+        memo.passes.start()
+        await handlers.on_job_event(body=kopf.Body(owned), namespace="ns", memo=memo)
+        await asyncio.sleep(0.2)
+        memo.passes.stop()
+
+    asyncio.run(job_event())
     # A blocking pass runs in a worker thread, never on kopf's event loop.
     assert passes.passes == [("ns", "a", False), ("ns", "b", False), ("ns", "c", False)]
 
 
-def test_a_store_outage_is_a_kopf_temporary_error_retried_after_poll_seconds():
-    memo = _memo(Passes(fail=True))
-    with pytest.raises(kopf.TemporaryError) as raised:
-        asyncio.run(handlers.on_change(namespace="ns", name="a", memo=memo))
-    assert raised.value.delay == 7 and "MinIO" in str(raised.value)
+def test_only_new_imports_and_cancel_requests_ask_for_a_pass_and_a_flood_asks_once_each():
+    """The operator's own status writes come back as MODIFIED events: they must not ask
+    for passes (each pass would ask for the next). A key asked for many times while it
+    waits is passed once."""
+    passes = Passes()
+    memo = _memo(passes)
+    listing = {**_added("listed"), "type": None}  # the initial listing: found at start-up
+    ours = {**_added("a"), "type": "MODIFIED"}  # a status write
+    cancel = _added("x", annotations={ANNOTATION_CANCEL: "true"})
+    cancel["type"] = "MODIFIED"
+    ended = _added("done")
+    ended["object"]["status"] = {
+        "phase": "Succeeded",
+        "conditions": [{"type": "Succeeded", "status": "True"}],
+    }
+    flood = [_added("a")] * 50 + [ours, listing, cancel, ended, {**_added("d"), "type": "DELETED"}]
+    asyncio.run(_events_then_passes(memo, flood))
+    assert sorted(name for _, name, _ in passes.passes) == ["a", "listed", "x"]
+
+
+def test_a_store_outage_asks_for_the_pass_again_after_poll_seconds():
+    passes = Passes(fail=True)
+    memo = handlers.operator_memo(
+        passes, OperatorSettings(poll_seconds=0.05, retention_interval_seconds=0)
+    )
+    asyncio.run(_events_then_passes(memo, [_added("a")], seconds=0.3))
+    assert 3 <= len(passes.passes) <= 7, passes.passes  # 0.3 s of 0.05 s retries
+    assert {name for _, name, _ in passes.passes} == {"a"}
 
 
 def test_startup_configures_kopf_and_refuses_to_run_without_a_reconciler():
     settings = kopf.OperatorSettings()
     handlers.configure(settings=settings, memo=_memo(Passes()))
-    assert settings.persistence.finalizer == f"{GROUP}/finalizer"
     assert settings.posting.enabled is False
+    assert settings.queueing.worker_limit == handlers.WORKER_LIMIT
     with pytest.raises(kopf.PermanentError, match="productimport-operator"):
         handlers.configure(settings=kopf.OperatorSettings(), memo=kopf.Memo())
 
@@ -103,12 +148,15 @@ def test_the_watch_keeps_each_catalogs_queue_and_the_resync_starts_only_its_head
     memo.settings.queue_resync_seconds = 0.01
     for name, created in (("b", "2026-01-01T00:00:02Z"), ("a", "2026-01-01T00:00:01Z")):
         event = {"type": None, "object": _import(name, created)}  # the initial listing
-        handlers.on_import_event(event=event, body=event["object"], memo=memo)
-    handlers.on_import_event(
-        event={"type": "ADDED"}, body=_import("c", "2026-01-01T00:00:03Z"), memo=memo
+        asyncio.run(handlers.on_import_event(event=event, body=event["object"], memo=memo))
+    added = {"type": "ADDED"}
+    asyncio.run(
+        handlers.on_import_event(event=added, body=_import("c", "2026-01-01T00:00:03Z"), memo=memo)
     )
     assert [w.name for w in passes.queues.waiting("ns", "main")] == ["b", "a", "c"]
     assert [h.name for h in passes.queues.heads()] == ["a"]
+    assert len(memo.passes) == 3  # one pass each (their Queued status), not this test's subject
+    memo.passes = handlers.PassQueue(memo)
 
     async def one_resync() -> None:
         await handlers.start_loops(memo=memo)
@@ -119,5 +167,7 @@ def test_the_watch_keeps_each_catalogs_queue_and_the_resync_starts_only_its_head
     assert {p[1] for p in passes.passes} == {"a"}  # never the imports behind it
 
     # "a" ended (terminal status) and was deleted: "b" is the head now.
-    handlers.on_import_event(event={"type": "DELETED"}, body=_import("a", ""), memo=memo)
+    asyncio.run(
+        handlers.on_import_event(event={"type": "DELETED"}, body=_import("a", ""), memo=memo)
+    )
     assert [h.name for h in passes.queues.heads()] == ["b"]

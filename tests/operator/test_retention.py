@@ -95,7 +95,9 @@ class Retention:
         if event:
             memo = handlers.operator_memo(self.world.reconciler, self.settings)
             memo.retention = self.sweeper
-            handlers.on_import_event(event={"type": "DELETED"}, body=kopf.Body(obj), memo=memo)
+            asyncio.run(
+                handlers.on_import_event(event={"type": "DELETED"}, body=kopf.Body(obj), memo=memo)
+            )
             self.sweeper.executor.submit(lambda: None).result()  # its thread has done it
         return obj
 
