@@ -320,9 +320,13 @@ class DevEnv:
         L.root.mkdir(parents=True, exist_ok=True)
         bin_dir = obtain_binaries()
         link = L.root / "bin"
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(bin_dir)
+        if not (link.is_symlink() and link.resolve() == bin_dir.resolve()):
+            # Swapped in one rename: a kubectl another thread starts meanwhile (a test
+            # that restarts a component under traffic) never finds the link missing.
+            staged = L.root / "bin.new"
+            staged.unlink(missing_ok=True)
+            staged.symlink_to(bin_dir)
+            staged.replace(link)
         if with_node:
             node.require_root()
             node.record_host_paths(L)

@@ -35,6 +35,7 @@ from typing import Any
 import polars as pl
 from imports_support import apply, get, upload
 
+from devenv.controlplane import DevEnvError
 from devenv.waiting import wait_for
 from productimport.engine.catalog import Catalog
 from productimport.engine.objectstore import LocalObjectStore, open_store
@@ -103,12 +104,18 @@ def run(cluster, minio, campaign: Campaign, workdir: Path) -> Outcome:
               for _ in range(campaign.faults)]  # fmt: skip
     outcome = Outcome()
 
+    applied: list[tuple[str, str, dict]] = []
+
     def arrive() -> None:
-        for (name, catalog, source), gap in zip(plan, gaps, strict=True):
-            time.sleep(gap)
-            wait_for(
-                f"applying {name}", lambda n=name, c=catalog, s=source: _apply(cluster, n, ns, s, c)
-            )
+        try:
+            for (name, catalog, source), gap in zip(plan, gaps, strict=True):
+                time.sleep(gap)
+                attempt = lambda n=name, c=catalog, s=source: _apply(cluster, n, ns, s, c)  # noqa: E731
+                wait_for(f"applying {name}", attempt)
+                applied.append((name, catalog, source))
+        except BaseException as exc:  # pytest.fail is a BaseException; say it, not hang
+            outcome.violations.append(f"the arrivals stopped: {exc!r}")
+            raise
 
     arrivals = threading.Thread(target=arrive, daemon=True)
     arrivals.start()
@@ -120,14 +127,19 @@ def run(cluster, minio, campaign: Campaign, workdir: Path) -> Outcome:
     finally:
         cluster.devenv.up()  # whatever a fault stopped runs again
     arrivals.join(timeout=600)
-    names = [name for name, _, _ in plan]
-    finals = {name: _terminal(cluster, name, ns) for name in names}
-    _check(ns, plan, finals, workdir, outcome)
+    finals = {name: _terminal(cluster, name, ns) for name, _, _ in applied}
+    _check(ns, applied, finals, workdir, outcome)
     return outcome
 
 
 def _apply(cluster, name: str, ns: str, source: dict, catalog: str) -> bool:
-    apply(cluster, name, ns, source, catalog=catalog)
+    """One attempt; False (try again) while a fault keeps the API server away. Applying
+    the same manifest twice is harmless."""
+    try:
+        apply(cluster, name, ns, source, catalog=catalog)
+    except DevEnvError as exc:
+        print(f"chaos: applying {name}: {exc}", flush=True)
+        return False
     return True
 
 
