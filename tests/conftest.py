@@ -12,7 +12,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,7 @@ from devenv.controlplane import DevEnv, DevEnvError
 class Cluster:
     devenv: DevEnv
     env: dict[str, str]
+    namespaces: list[str] = field(default_factory=list)
 
     @property
     def kubeconfig(self) -> Path:
@@ -42,7 +43,16 @@ class Cluster:
         """A new namespace for one test's objects (tests never share state by accident)."""
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         self.kubectl("create", "namespace", name)
+        self.namespaces.append(name)
         return name
+
+    def delete_namespaces(self) -> None:
+        """The session's namespaces go when it ends: the environment's etcd outlives
+        `make dev-down`, and a developer's cluster would otherwise collect thousands of
+        test namespaces and their imports (which every operator start then lists)."""
+        if self.namespaces:
+            self.kubectl("delete", "namespace", "--wait=false", "--ignore-not-found",
+                         *self.namespaces, check=False)  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +74,9 @@ def cluster() -> Iterator[Cluster]:
         pytest.fail(f"the local control plane could not be started: {exc}", pytrace=False)
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
-    yield Cluster(env, values)
+    cluster = Cluster(env, values)
+    yield cluster
+    cluster.delete_namespaces()
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
