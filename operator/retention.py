@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -54,7 +54,7 @@ API_UPLOAD = re.compile(
 UNCLAIMED_UPLOAD_DAYS = 2
 LIST_PAGE = 500
 
-Lister = Callable[[], list[dict[str, Any]]]
+Lister = Callable[[], Iterable[dict[str, Any]]]
 
 
 def kube_lister(kube: Kube, namespaces: list[str]) -> Lister:
@@ -70,16 +70,16 @@ def kube_lister(kube: Kube, namespaces: list[str]) -> Lister:
             if not token:
                 return
 
-    def everything() -> list[dict[str, Any]]:
+    def everything() -> Iterator[dict[str, Any]]:
+        # A generator: the pass keeps what it needs of each import (Known) and drops the
+        # page, so 10,000 imports never sit in memory as bodies at once.
         if not namespaces:
-            return list(pages(kube.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL))
-        return [
-            obj
-            for namespace in namespaces
-            for obj in pages(
+            yield from pages(kube.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+            return
+        for namespace in namespaces:
+            yield from pages(
                 kube.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL
             )
-        ]
 
     return everything
 
