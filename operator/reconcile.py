@@ -919,6 +919,7 @@ class Reconciler:
         patch = status_patch(state, reason, message, obj, **fields)
         if "progress" not in fields:
             patch["status"]["progress"] = None  # a merge patch removes the stale progress
+        patch["status"]["queuePosition"] = None  # an ended import waits for nothing
         self.kube.patch_status(obj, patch)
         status = patch["status"]
         phase = phase_of(status["conditions"])

@@ -341,12 +341,14 @@ def test_a_cancelled_queued_import_ends_cancelled_without_a_job(world):
     world.apply("queued")
     world.reconcile("running")
     world.reconcile("queued")
+    assert world.status("queued")["queuePosition"] == 1
     world.cancel("queued")
     world.reconcile("queued")
 
     status = world.status("queued")
     assert status["phase"] == "Failed" and status["reason"] == "Cancelled"
     assert "before it started" in status["message"]
+    assert "queuePosition" not in status  # `kubectl get` shows no place in a queue
     assert _condition(status, "Stalled")["status"] == "True"
     assert world.kube.job_of(NS, "queued") is None
     assert world.kube.reasons(NS, "queued") == ["Queued", "ImportFailed"]
