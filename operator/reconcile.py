@@ -93,8 +93,9 @@ def _cannot_start(
     pods: list[dict[str, Any]], pull_grace: float, pending_timeout: float = math.inf
 ) -> tuple[str, str] | None:
     """(reason, message) when the loader's Pod is stuck before it runs, else None. A Pod
-    the scheduler cannot place fails after `pending_timeout`: nothing frees a node's CPU
-    for a request larger than the node, and the Job's deadline is hours away."""
+    the scheduler cannot place, or one placed whose container is still waiting, fails
+    after `pending_timeout`: nothing frees a node's CPU for a request larger than the
+    node, and the Job's deadline is hours away."""
     now = datetime.now(UTC)
     for pod in pods:
         created = _parse_time(pod["metadata"].get("creationTimestamp")) or now
@@ -113,6 +114,10 @@ def _cannot_start(
             reason = CANNOT_START.get(why)
             if reason is None and why in PULL_BACKOFF and waited >= pull_grace:
                 reason = PULL_BACKOFF[why]
+            if reason is None and why and waited >= pending_timeout:
+                # Placed, yet never started (ContainerCreating: a volume that does not
+                # mount, the node's network): nothing the Job's retries would change.
+                reason = "PodNotStarted"
             if reason is not None:
                 detail = waiting.get("message") or why
                 return (

@@ -79,9 +79,11 @@ class OperatorSettings(BaseSettings):
     # absent under pull policy Never, or a Pod the kubelet refuses to start, fails at once.
     image_pull_grace_seconds: float = 300.0
     # A loader Pod the scheduler cannot place (PodScheduled False: no node with the CPU or
-    # memory it asks for, a nodeSelector no node matches, ...) for this long, or a Job that
-    # has made no Pod at all in this long (a ResourceQuota refusing its Pods): the import
-    # fails (Unschedulable, PodNotCreated), its Job is deleted and the catalog moves on.
+    # memory it asks for, a nodeSelector no node matches, ...) for this long, one placed
+    # whose container is still waiting (ContainerCreating), or a Job that has made no Pod
+    # at all in this long (a ResourceQuota refusing its Pods): the import fails
+    # (Unschedulable, PodNotStarted, PodNotCreated), its Job is deleted and the catalog
+    # moves on.
     pending_timeout_seconds: float = Field(600.0, ge=0)
     # The API server refusing an import's Job (a ResourceQuota, an admission policy, RBAC):
     # created again after job_create_backoff_seconds, doubled at each failure up to

@@ -622,6 +622,10 @@ def test_a_failed_job_with_a_failed_result_reports_the_loaders_errors(world):
         pytest.param(
             "CreateContainerConfigError", timedelta(seconds=1), "PodCannotStart", id="root-image"
         ),
+        # Scheduled, never started (a volume that does not mount): the pending timeout.
+        pytest.param(
+            "ContainerCreating", timedelta(seconds=601), "PodNotStarted", id="never-started"
+        ),
     ],
 )
 def test_a_loader_that_cannot_start_fails_the_import_and_loses_its_job(world, waiting, age, reason):
@@ -637,6 +641,16 @@ def test_a_loader_that_cannot_start_fails_the_import_and_loses_its_job(world, wa
     assert status["jobName"] == job
     # Deleted before the status was written: no retry can start a loader now.
     assert world.kube.deleted_jobs == [(NS, job)]
+
+
+def test_a_container_that_is_being_created_is_given_the_pending_timeout(world):
+    world.apply("slow")
+    world.reconcile("slow")
+    state = {"waiting": {"reason": "ContainerCreating"}}
+    world.kube.add_pod(NS, world.job("slow"), container=state, age=timedelta(seconds=599))
+    world.reconcile("slow")
+    assert world.status("slow")["phase"] == "Running"
+    assert world.kube.deleted_jobs == []
 
 
 def test_an_image_pull_back_off_waits_out_its_grace_period(world):
