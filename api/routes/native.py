@@ -308,6 +308,7 @@ async def cancel_import(
             }
         },
         409: {"description": "the import has not finished"},
+        410: {"description": "the report has expired (retention)"},
     },
 )
 async def get_errors(
@@ -329,6 +330,12 @@ async def get_errors(
     response = await open_report(svc.minio, svc.settings, imp, kind)
     headers = {"Content-Disposition": f'attachment; filename="{name}-errors.{kind}"'}
     if response is None:
+        if imp.errors_ref or imp.counts.get("rejected"):
+            # The loader wrote one; retention has deleted it since (docs/operations.md).
+            raise ApiError(
+                410, f"import {name!r}'s error report has expired (the operator's retention "
+                "deletes an import's documents a while after it ends)", code="report_expired",
+            )  # fmt: skip
         # No report: the import had nothing to reject (or failed before reading rows).
         empty = b"[]" if kind == "json" else b"line,column,code,message,value\n"
         return StreamingResponse(iter([empty]), media_type=media, headers=headers)
