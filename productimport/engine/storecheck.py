@@ -9,10 +9,14 @@ the loader before its first commit, on a key of their own, and refuse to run oth
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
 
-from productimport.engine.errors import ImportFailure, PreconditionFailed
+from productimport.engine.errors import ImportFailure, PreconditionFailed, TemporaryFailure
 from productimport.engine.objectstore import ObjectStore
+
+RACE_ATTEMPTS = 10
 
 
 class StoreUnfit(ImportFailure):
@@ -27,14 +31,16 @@ def check_conditional_writes(store: ObjectStore, key: str) -> None:
     stale ETag are both refused. Uses `key` only (overwritten each time, never deleted:
     the loader's credentials cannot delete)."""
     where = store.ref(key)
-    current = store.get_with_etag(key)
-    if current is None:
-        store.put_if(key, b"created", None)
-        current = store.get_with_etag(key)
-        if current is None:
-            raise StoreUnfit(f"{where} was written but cannot be read back")
-    # Replace it knowing its ETag: must succeed.
-    store.put_if(key, uuid.uuid4().hex.encode(), current[1])
+    for attempt in range(RACE_ATTEMPTS):
+        try:
+            current = _replaced(store, key, where)
+            break
+        except PreconditionFailed:
+            # Another import checked the same key at that moment (a refusal of a
+            # conditional write is what an honest store does): look again.
+            time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
+    else:
+        raise TemporaryFailure(f"{where}: other imports kept writing it; checking again later")
     try:
         store.put_if(key, b"create-only", None)
     except PreconditionFailed:
@@ -53,3 +59,17 @@ def check_conditional_writes(store: ObjectStore, key: str) -> None:
         f"the object store let a write with a stale ETag (If-Match) replace {where}; use a "
         "store that honours conditional writes (MinIO, AWS S3, ...)"
     )
+
+
+def _replaced(store: ObjectStore, key: str, where: str) -> tuple[bytes, str]:
+    """Create the key if it is missing, then replace it knowing its ETag (both must
+    succeed unless another writer got there first: PreconditionFailed). Returns what it
+    was before the replacement, whose ETag is now stale."""
+    current = store.get_with_etag(key)
+    if current is None:
+        store.put_if(key, b"created", None)
+        current = store.get_with_etag(key)
+        if current is None:
+            raise StoreUnfit(f"{where} was written but cannot be read back")
+    store.put_if(key, uuid.uuid4().hex.encode(), current[1])
+    return current

@@ -37,6 +37,30 @@ def test_a_store_that_honours_conditional_writes_passes_again_and_again(tmp_path
         check_conditional_writes(store, ".productimport/conditional-writes")
 
 
+class Interleaved(LocalObjectStore):
+    """Another import checks the same key between this one's read and its write (the
+    loaders of one catalog all check `<catalog>/.conditional-writes` as they start)."""
+
+    def __init__(self, root: Path, races: int) -> None:
+        super().__init__(root)
+        self.races = races
+
+    def put_if(self, key: str, data: bytes, etag: str | None) -> str:
+        if self.races:
+            self.races -= 1
+            current = self.get_with_etag(key)
+            other = f"the other import's {self.races}".encode()  # its own content
+            super().put_if(key, other, current[1] if current else None)
+        return super().put_if(key, data, etag)
+
+
+@pytest.mark.parametrize("races", [1, 2, 3])
+def test_imports_checking_the_same_key_at_once_all_pass(tmp_path: Path, races: int):
+    """Losing a race to another checker is the store honouring the condition, not a
+    failure (it failed concurrent imports into one catalog)."""
+    check_conditional_writes(Interleaved(tmp_path, races), "main/.conditional-writes")
+
+
 @pytest.mark.parametrize("kind", [IgnoresConditions, IgnoresStaleEtags])
 def test_a_store_that_ignores_them_is_refused_with_the_reason(tmp_path: Path, kind):
     with pytest.raises(StoreUnfit, match=r"overwrite each other|stale ETag") as refused:
