@@ -45,7 +45,6 @@ from productimport.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 WORKER_LIMIT = 100  # kopf's per-object workers at once (see configure)
-PASS_WORKERS = 8  # passes at once; each blocks a thread on API calls (to_thread)
 
 
 def operator_memo(reconciler: Reconciler, settings: OperatorSettings) -> kopf.Memo:
@@ -61,7 +60,7 @@ async def _pass(memo: kopf.Memo, namespace: str, name: str) -> None:
 
 
 class PassQueue:
-    """The passes the watch asks for, by import (namespace, name), run by PASS_WORKERS
+    """The passes the watch asks for, by import (namespace, name), run by `pass_workers`
     tasks: a key waits here once however often it is asked for.
 
     Not kopf's change handlers: kopf holds each object's events (its whole body, several
@@ -89,7 +88,8 @@ class PassQueue:
         return len(self._asked)
 
     def start(self) -> None:
-        self._workers = [asyncio.create_task(self._work()) for _ in range(PASS_WORKERS)]
+        workers = self._memo.settings.pass_workers
+        self._workers = [asyncio.create_task(self._work()) for _ in range(workers)]
 
     def stop(self) -> None:
         for task in self._workers:

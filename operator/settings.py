@@ -63,6 +63,8 @@ class OperatorSettings(BaseSettings):
     # status.queuePosition writes per resync, front of the queues first (the rest are
     # upper bounds until their turn): a long queue must not cost a write per import.
     queue_position_updates: int = Field(50, ge=0)
+    # Reconcile passes at once (handlers.PassQueue); each holds a thread on API calls.
+    pass_workers: int = Field(8, ge=1)
     # Imports running at once, cluster-wide (0: no limit), shared fairly between
     # namespaces; and per namespace (0: no limit of its own). docs/operations.md.
     max_running_imports: int = Field(50, ge=0)
