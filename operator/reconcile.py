@@ -114,9 +114,11 @@ def _cannot_start(
             reason = CANNOT_START.get(why)
             if reason is None and why in PULL_BACKOFF and waited >= pull_grace:
                 reason = PULL_BACKOFF[why]
-            if reason is None and why and waited >= pending_timeout:
+            if reason is None and why and waited >= max(pending_timeout, pull_grace):
                 # Placed, yet never started (ContainerCreating: a volume that does not
                 # mount, the node's network): nothing the Job's retries would change.
+                # Never before the pull grace: pulling a large image is ContainerCreating
+                # too, and a short pending timeout is meant for the scheduler's refusals.
                 reason = "PodNotStarted"
             if reason is not None:
                 detail = waiting.get("message") or why

@@ -88,11 +88,14 @@ def test_a_flooding_namespace_does_not_starve_another(cluster, minio):
     flood_starts = [i for i, (ns, _) in enumerate(order) if ns == flood]
     last_of_few = max(i for i, (ns, _) in enumerate(order) if ns == few)
     assert last_of_few < flood_starts[9], order
-    # Nothing started twice, and the flood's imports started oldest first.
+    # Nothing started twice, and the flood's imports got their slots oldest first. Two
+    # slots freed at once are given in order, but the two starts then run side by side
+    # (different catalogs), so their Jobs may appear in either order: an import may
+    # trade places with a neighbour, never overtake by more than the limit less one.
     assert len(set(order)) == len(order)
-    assert [name for ns, name in order if ns == flood] == sorted(
-        name for ns, name in order if ns == flood
-    )
+    flood_order = [name for ns, name in order if ns == flood]
+    places = {name: i for i, name in enumerate(sorted(flood_order))}
+    assert all(abs(places[name] - i) <= 1 for i, name in enumerate(flood_order)), flood_order
 
 
 def test_a_catalogs_queue_survives_an_operator_restart_in_order(cluster, minio):
