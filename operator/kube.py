@@ -49,11 +49,11 @@ def _catalog_selector(catalog: str) -> str:
     return f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_CATALOG}={catalog}"
 
 
-def _or_none(call, *args, **kwargs):
+def _or_none(call, *args, none_on: tuple[int, ...] = (404,), **kwargs):
     try:
         return call(*args, **kwargs)
     except ApiException as exc:
-        if exc.status == 404:
+        if exc.status in none_on:
             return None
         raise
 
@@ -140,14 +140,10 @@ class Kube:
     ) -> dict[str, Any] | None:
         # A merge patch that names a resourceVersion is conditional on it (409 if not).
         patch = {"metadata": {"resourceVersion": version}, "status": {"queuePosition": position}}
-        try:
-            return self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, patch
-            )
-        except ApiException as exc:
-            if exc.status in (404, 409):
-                return None
-            raise
+        return _or_none(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP, VERSION, namespace, PLURAL, name, patch, none_on=(404, 409),
+        )  # fmt: skip
 
     def annotate_import(self, obj: dict[str, Any], key: str, value: str) -> dict[str, Any] | None:
         meta = obj["metadata"]

@@ -170,13 +170,12 @@ class Sweeper:
         future.add_done_callback(_log_failure(known))
         return future
 
-    def forget(self, deleted: dict[str, Any] | Known) -> None:
+    def forget(self, known: Known) -> None:
         """A ProductImport was deleted: its documents go now; its source goes in the next
         pass, which knows whether another import still names it. A loader still running
         (its Job goes with the import, its Pod gets its grace period) may write documents
         after this: the next pass finds them with no import and deletes them, and its
         catalog commit, if it lands, is a version like any other (docs/operations.md)."""
-        known = deleted if isinstance(deleted, Known) else Known.of(deleted)
         prefix = Catalog(self.store, known.namespace, known.catalog).import_key(known.uid, "")
         for key in list(self.store.list(prefix)):
             self.store.delete(key)

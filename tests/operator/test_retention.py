@@ -376,7 +376,7 @@ def test_on_the_cluster_a_pass_deletes_an_expired_and_a_deleted_imports_objects(
     assert not documents(expired) and documents(deleted) and documents(recent)
 
     cluster.kubectl("delete", "productimport", deleted["metadata"]["name"], "-n", ns)
-    sweeper.forget(deleted)  # what the watch's DELETED event hands over
+    sweeper.submit_forget(deleted).result()  # what the watch's DELETED event hands over
     assert not documents(deleted)
     swept = sweeper.sweep()
     assert swept.sources == [sources[1]] and not exists(minio, "uploads", sources[1])
