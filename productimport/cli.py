@@ -102,6 +102,21 @@ def import_command(
     ] = None,
     memory_limit: Annotated[str | None, typer.Option(help="DuckDB memory limit, e.g. 1GB.")] = None,
     threads: Annotated[int | None, typer.Option(help="DuckDB threads.")] = None,
+    stage: Annotated[
+        str,
+        typer.Option(
+            help="all, or one step of a partitioned import (the operator's Jobs; "
+            "docs/scaling.md): prepare, merge or commit.",
+        ),
+    ] = "all",
+    workers: Annotated[int, typer.Option(help="Merge Pods of a partitioned import.")] = 1,
+    worker: Annotated[
+        int,
+        typer.Option(
+            envvar="JOB_COMPLETION_INDEX",
+            help="This merge Pod's number (an Indexed Job sets JOB_COMPLETION_INDEX).",
+        ),
+    ] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Import a product file into a catalog."""
@@ -134,6 +149,9 @@ def import_command(
             memory_limit=memory_limit,
             threads=threads,
             sequence=sequence,
+            stage=stage,  # type: ignore[arg-type]  # checked by ImportOptions
+            workers=workers,
+            worker=worker,
             **({"import_id": import_id} if import_id else {}),
         )
     except ValidationError as exc:
@@ -164,6 +182,7 @@ def import_command(
 
         progress = ProgressReporter(on_change=show)
         signal.signal(signal.SIGTERM, _terminated)
+        reason = message = None  # set when the import failed before it had a result
         try:
             result, code = run_import(options, progress=progress)
         except ImportFailure as failure:  # failures before a result could be written
@@ -176,11 +195,15 @@ def import_command(
                 raise Terminated() from exc
             result, code = None, EXIT_UNEXPECTED
             message, reason = f"unexpected error: {exc!r}", "InternalError"
-    if result is None:
+    if result is None and reason is not None:
         if as_json:
             print(json.dumps({"phase": "Failed", "reason": reason, "message": message}))
         else:
             err.print(f"[red]Failed[/red] ({reason}): {message}")
+        raise typer.Exit(code)
+    if result is None:  # a partitioned import's step, done; the commit step reports
+        step = {"phase": "Running", "stage": stage, "message": f"the {stage} step is done"}
+        print(json.dumps(step) if as_json else step["message"])
         raise typer.Exit(code)
     if as_json:
         print(result.model_dump_json())

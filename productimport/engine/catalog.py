@@ -70,10 +70,14 @@ METADATA_KEY = "productimport"
 # and slows down faster than it grows, so larger catalogs are split. Powers of two, so
 # that doubling the count splits each bucket in two.
 ROWS_PER_BUCKET = 1_000_000
+ROWS_PER_BUCKET_ENV = "PRODUCTIMPORT_ROWS_PER_BUCKET"
 MAX_BUCKETS = 256
 # How far back a bucket count is looked for before the whole history is read (each
 # commit of this project records one; maintenance commits do not).
 RECENT_COMMITS = 20
+# An import's documents that the steps of a partitioned import hand on to each other
+# (engine/partitioned.py); the operator deletes them when the import ends.
+STEP_DOCUMENT_PREFIX = "stage-"
 
 
 def failpoint(name: str) -> None:
@@ -102,7 +106,7 @@ def bucket_count_for(products: int) -> int:
     """Buckets for a catalog of this many products: a power of two.
     PRODUCTIMPORT_ROWS_PER_BUCKET overrides ROWS_PER_BUCKET (smaller buckets for a
     smaller memory limit)."""
-    per_bucket = int(os.environ.get("PRODUCTIMPORT_ROWS_PER_BUCKET") or ROWS_PER_BUCKET)
+    per_bucket = int(os.environ.get(ROWS_PER_BUCKET_ENV) or ROWS_PER_BUCKET)
     wanted = max(1, math.ceil(products / max(1, per_bucket)))
     return min(MAX_BUCKETS, 1 << (wanted - 1).bit_length())
 

@@ -14,7 +14,7 @@ measured fastest in DUCKDB-NOTES.md). Semantics:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -298,7 +298,7 @@ def forced_join_order(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 def merge(
     con: duckdb.DuckDBPyConnection,
-    projection: Projection,
+    present_columns: Iterable[str],
     mode: Mode,
     import_id: str,
     target: Path,
@@ -309,7 +309,8 @@ def merge(
     now: datetime | None = None,
 ) -> MergeCounts:
     """Write the next snapshot to `target` from `incoming_sql` (the accepted rows, typed,
-    with their resolved key), and count.
+    with their resolved key), and count. `present_columns`: the projection's present
+    columns (the fields the file brings; the others are kept from the product).
 
     One streaming statement: the second pass over the file (full rows this time) is
     joined with the current snapshot and written straight to Parquet, never held as a
@@ -317,7 +318,7 @@ def merge(
     read back from the two bookkeeping columns of what was written.
     """
     fields = [f for f in PRODUCT_FIELDS if f not in ("sku", "attributes")]
-    present = {FIELD_OF_RAW.get(raw, raw) for raw in projection.present}
+    present = {FIELD_OF_RAW.get(raw, raw) for raw in present_columns}
     # A merged row is compared with its product through the digest of their content
     # fields, the product's kept in the snapshot, so the hash table on the current
     # snapshot holds a narrow row, not whole products (their descriptions above all):

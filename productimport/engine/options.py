@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -84,3 +85,11 @@ class ImportOptions(BaseModel):
     sequence: int | None = Field(None, ge=1)
     memory_limit: str | None = Field(None, description="DuckDB memory_limit, e.g. 512MB")
     threads: int | None = Field(None, ge=1)
+    # A partitioned import (docs/scaling.md) runs in three steps, each a Kubernetes Job:
+    # "prepare" validates the file and splits its accepted rows by bucket into the store,
+    # "merge" (worker `worker` of `workers`, an Indexed Job's Pods) merges its share of
+    # the buckets and uploads their files, "commit" publishes them all in one commit.
+    # "all": one process does everything (the CLI's default and a one-Pod import's).
+    stage: Literal["all", "prepare", "merge", "commit"] = "all"
+    workers: int = Field(1, ge=1, le=64)
+    worker: int = Field(0, ge=0)

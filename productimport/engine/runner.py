@@ -12,13 +12,14 @@ import csv
 import json
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+from pydantic import BaseModel
 
 from productimport.engine import sandbox
 from productimport.engine.catalog import (
@@ -147,6 +148,52 @@ class _Merged:
     @property
     def content_changed(self) -> bool:
         return bool(self.counts.created or self.counts.updated or self.counts.deleted)
+
+
+class BucketMerge(BaseModel):
+    """What merging one bucket did (also a partitioned import's record of it)."""
+
+    bucket: int
+    created: int
+    updated: int
+    unchanged: int
+    deleted: int
+    products: int  # in the bucket's new file
+    before: int  # in the bucket before (0 for a split, whose old files all go)
+    changed: bool  # the bucket gets a new file (or, with no products, none)
+    file: str  # the new file's name in the merge's directory
+
+
+def buckets_to_merge(mode: Mode, head: Head, buckets: int, staged: set[int]) -> list[int]:
+    """The buckets an import must merge: those with rows of the file, every bucket of a
+    replace (it deletes what the file leaves out) that has products, and all of them
+    when the catalog is split to more buckets."""
+    old = head.buckets or buckets
+    if old != buckets:
+        return list(range(buckets))
+    return [
+        b
+        for b in range(buckets)
+        if b in staged or (mode is Mode.replace and head.files_of(b % old))
+    ]
+
+
+def combined(
+    head: Head, buckets: int, merged: list[BucketMerge], changed: list[_Bucket]
+) -> _Merged:
+    """The import's counts and the buckets its commit replaces, from its bucket merges."""
+    total = MergeCounts(0, 0, 0, 0, head.products)
+    for m in merged:
+        total.created += m.created
+        total.updated += m.updated
+        total.unchanged += m.unchanged
+        total.deleted += m.deleted
+        total.products += m.products - m.before
+    old = head.buckets or buckets
+    if old != buckets:
+        total.products = sum(m.products for m in merged)
+        return _Merged(total, total.products, changed, list(range(old)))
+    return _Merged(total, total.products, changed, [m.bucket for m in merged if m.changed])
 
 
 def _bucket_count(head: Head, incoming_rows: int) -> int:
@@ -304,9 +351,11 @@ class ImportRun:
         return self.catalog.import_key(self.options.import_id, name)
 
     # -- public ----------------------------------------------------------------------
-    def run(self) -> ImportResult:
+    def run(self) -> ImportResult | None:
         self.progress.attach(self.catalog, self.options.import_id)
-        reused = None if self.options.dry_run else _reused_result(self.catalog, self.options)
+        # A merge step never commits: it has nothing to reuse.
+        reuse = not self.options.dry_run and self.options.stage != "merge"
+        reused = _reused_result(self.catalog, self.options) if reuse else None
         if reused is not None:
             self._write_result(reused)
             self.progress.stage("done")
@@ -324,7 +373,8 @@ class ImportRun:
                 raise _WithResult(failure, result) from caught
             finally:
                 con.close()
-        self._write_result(result)
+        if result is not None:  # None: a step of a partitioned import, not its end
+            self._write_result(result)
         self.progress.stage("done")
         return result
 
@@ -443,7 +493,7 @@ class ImportRun:
             )
         return staged_rows
 
-    def _run(self, con: duckdb.DuckDBPyConnection, workdir: Path) -> ImportResult:
+    def _run(self, con: duckdb.DuckDBPyConnection, workdir: Path) -> ImportResult | None:
         data = self._read(con, workdir)
         source = data.source
         stamp = _file_stamp(source.path)
@@ -506,35 +556,51 @@ class ImportRun:
             if attempt == 0:  # a commit is only as safe as the store's conditional PUT
                 check_conditional_writes(self.store, self.catalog.key(".conditional-writes"))
             added = self._upload(merged.changed)
-            record = {
-                "importId": self.options.import_id,
-                "counts": counts.model_dump(),
-                "products": merged.products,
-                "buckets": buckets,
-                "createdAt": datetime.now(UTC).isoformat(),
-            }
-            if self.options.sequence is not None:
-                record["sequence"] = self.options.sequence
-            try:
-                version = self.catalog.commit(head, buckets, merged.replaced, added, record)
-            except PreconditionFailed:
-                # Exactly once: the commit that lost may be this import's own (a PUT
-                # whose response was lost, retried into a 412). Its id in the history
-                # says so; merging again would apply the file twice.
-                committed = self.catalog.find_import(self.options.import_id)
-                if committed is not None:
-                    self.progress.note("this import's own commit had landed; not merging again")
-                    return self._succeeded(
-                        committed.counts or counts, committed.version, errors_ref, errors,
-                        note=f"committed as version {committed.version}",
-                    )  # fmt: skip
-                self.progress.note("another import committed first; merging again")
-                continue
-            return self._succeeded(
-                counts, version, errors_ref, errors, note=f"committed as version {version}"
-            )
+            result = self._publish(head, buckets, merged, added, counts, errors_ref, errors)
+            if result is not None:
+                return result
+            self.progress.note("another import committed first; merging again")
         raise CommitConflict(
             f"the catalog kept changing under this import ({COMMIT_ATTEMPTS} attempts)"
+        )
+
+    def _publish(
+        self,
+        head: Head,
+        buckets: int,
+        merged: _Merged,
+        added: list[DataFile],
+        counts: ImportCounts,
+        errors_ref: str,
+        errors: list[ErrorRecord],
+    ) -> ImportResult | None:
+        """Commit the merged buckets' files on top of `head`: the result, or None when
+        another import committed first (the diff must be made again)."""
+        record = {
+            "importId": self.options.import_id,
+            "counts": counts.model_dump(),
+            "products": merged.products,
+            "buckets": buckets,
+            "createdAt": datetime.now(UTC).isoformat(),
+        }
+        if self.options.sequence is not None:
+            record["sequence"] = self.options.sequence
+        try:
+            version = self.catalog.commit(head, buckets, merged.replaced, added, record)
+        except PreconditionFailed:
+            # Exactly once: the commit that lost may be this import's own (a PUT whose
+            # response was lost, retried into a 412). Its id in the history says so;
+            # merging again would apply the file twice.
+            committed = self.catalog.find_import(self.options.import_id)
+            if committed is None:
+                return None
+            self.progress.note("this import's own commit had landed; not merging again")
+            return self._succeeded(
+                committed.counts or counts, committed.version, errors_ref, errors,
+                note=f"committed as version {committed.version}",
+            )  # fmt: skip
+        return self._succeeded(
+            counts, version, errors_ref, errors, note=f"committed as version {version}"
         )
 
     def _check_fence(self, head: Head) -> None:
@@ -592,52 +658,69 @@ class ImportRun:
         step holds more than a bucket's share of the catalog (docs/architecture.md)."""
         directory.mkdir(parents=True, exist_ok=True)
         old = head.buckets or buckets
-        # A split: new bucket b holds the products of old bucket b % old whose key
-        # hashes to b, so every new bucket is written and every old file replaced.
-        split = old != buckets
         staged = (
             self._stage(con, directory / "incoming", buckets, incoming_sql)
-            if buckets > 1 or split
+            if buckets > 1 or old != buckets
             # One bucket: the accepted rows go straight into its merge, as one stream.
             else {0: incoming_sql}
         )
         now = con.execute("SELECT now()::TIMESTAMP").fetchone()[0]  # type: ignore[index]
-        mode = self.options.mode
-        total = MergeCounts(0, 0, 0, 0, head.products)
-        changed: list[_Bucket] = []
-        for bucket in range(buckets):
-            current_files = local.get(bucket % old, [])
-            has_rows = bucket in staged
-            untouched = not has_rows and (mode is not Mode.replace or not current_files)
-            if untouched and not split:
-                continue  # no row of the file, no product to delete: nothing changes
-            incoming = staged.get(bucket, f"FROM {INCOMING_SHAPE}")
-            keep = f"{bucket_of('sku', buckets)} = {bucket}" if split else None
-            current = load_current(con, current_files, CURRENT_BUCKET, keep)
+        merged: list[BucketMerge] = []
+        for bucket in buckets_to_merge(self.options.mode, head, buckets, set(staged)):
             con.execute(
                 f"CREATE OR REPLACE TEMP VIEW {KEYED_BUCKET} AS "
                 f"SELECT * FROM {verdicts.keyed} WHERE {BUCKET_COLUMN} = {bucket}"
             )
-            target = directory / f"{BUCKET_COLUMN}-{bucket}.parquet"
-            counts = merge(
-                con, projection, mode, self.options.import_id, target,
-                SNAPSHOT_PARQUET, incoming, current,
+            one = self._merge_bucket(
+                con, projection.present, directory, head, buckets, bucket,
+                local.get(bucket % old, []), staged.get(bucket, f"FROM {INCOMING_SHAPE}"),
                 Verdicts(KEYED_BUCKET, verdicts.row_errors), now,
             )  # fmt: skip
-            before = 0 if split else sum(f.rows for f in head.files_of(bucket))
-            total.created += counts.created
-            total.updated += counts.updated
-            total.unchanged += counts.unchanged
-            total.deleted += counts.deleted
-            total.products += counts.products - before
-            if split or counts.created or counts.updated or counts.deleted:
-                changed.append(_Bucket(bucket, target, counts.products))
-            else:
-                target.unlink(missing_ok=True)
-        if split:
-            total.products = sum(b.rows for b in changed)
-            return _Merged(total, total.products, changed, list(range(old)))
-        return _Merged(total, total.products, changed, [b.bucket for b in changed])
+            merged.append(one)
+        changed = [_Bucket(m.bucket, directory / m.file, m.products) for m in merged if m.changed]
+        return combined(head, buckets, merged, changed)
+
+    def _merge_bucket(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        present: Iterable[str],
+        directory: Path,
+        head: Head,
+        buckets: int,
+        bucket: int,
+        current_files: list[Path],
+        incoming_sql: str,
+        verdicts: Verdicts,
+        now: datetime,
+    ) -> BucketMerge:
+        """Merge one bucket: its rows of the file (`incoming_sql`) with its products in
+        `current_files`, into directory/bucket-N.parquet (deleted when nothing changed).
+        `verdicts` holds that bucket's keys only."""
+        split = (head.buckets or buckets) != buckets
+        # A split: new bucket b holds the products of old bucket b % old whose key
+        # hashes to b, so every new bucket is written and every old file replaced.
+        keep = f"{bucket_of('sku', buckets)} = {bucket}" if split else None
+        current = load_current(con, current_files, CURRENT_BUCKET, keep)
+        name = f"{BUCKET_COLUMN}-{bucket}.parquet"
+        counts = merge(
+            con, present, self.options.mode, self.options.import_id, directory / name,
+            SNAPSHOT_PARQUET, incoming_sql, current, verdicts, now,
+        )  # fmt: skip
+        changed = bool(split or counts.created or counts.updated or counts.deleted)
+        if not changed:
+            (directory / name).unlink(missing_ok=True)
+        before = 0 if split else sum(f.rows for f in head.files_of(bucket))
+        return BucketMerge(
+            bucket=bucket,
+            created=counts.created,
+            updated=counts.updated,
+            unchanged=counts.unchanged,
+            deleted=counts.deleted,
+            products=counts.products,
+            before=before,
+            changed=changed,
+            file=name,
+        )
 
     def _stage(
         self, con: duckdb.DuckDBPyConnection, stage: Path, buckets: int, incoming_sql: str
@@ -904,10 +987,14 @@ def run_import(
     store: ObjectStore | None = None,
     progress: ProgressReporter | None = None,
     catalog: Catalog | None = None,
-) -> tuple[ImportResult, int]:
-    """Run an import; return its result and the process exit code (see errors.py)."""
+) -> tuple[ImportResult | None, int]:
+    """Run an import, or one step of a partitioned import; return its result (None: a
+    step that is not the last succeeded) and the process exit code (see errors.py)."""
+    kind = ImportRun
+    if options.stage != "all":
+        from productimport.engine.partitioned import PartitionedRun as kind
     try:
-        return ImportRun(options, store, progress, catalog).run(), 0
+        return kind(options, store, progress, catalog).run(), 0
     except _WithResult as failed:
         return failed.result, failed.failure.exit_code
     except ImportFailure as failure:  # before a catalog could even be opened
