@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from productimport.engine.catalog import ROWS_PER_BUCKET_ENV
 from productimport.engine.errors import EXIT_BAD_DATA, EXIT_RESOURCES, EXIT_SOURCE_MISSING
 from productimport.models.resource import (
+    ANNOTATION_MERGE_PODS,
     GROUP,
     KIND,
     LABEL_CATALOG,
@@ -31,15 +33,41 @@ CONTAINER = "loader"
 EXIT_KILLED = 137
 
 
-def job_name(obj: dict[str, Any]) -> str:
-    """At most 63 characters (the job-name label), unique per resource UID."""
+def job_name(obj: dict[str, Any], step: str = "import") -> str:
+    """At most 63 characters (the job-name label), unique per resource UID: the import's
+    Job (a partitioned import's last step, commit), or its `prepare` or `merge` Job."""
     meta = obj["metadata"]
     digest = hashlib.sha256(meta["uid"].encode()).hexdigest()[:8]
-    return f"{meta['name'][:45].rstrip('-.')}-import-{digest}"
+    return f"{meta['name'][:45].rstrip('-.')}-{step}-{digest}"
+
+
+def merge_pods(obj: dict[str, Any]) -> int:
+    """The merge Pods the operator gave the import when it admitted it (1: one Pod)."""
+    value = ((obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_MERGE_PODS)
+    return int(value) if value and value.isdigit() and int(value) > 1 else 1
+
+
+# A partitioned import's steps, in order, and the loader's --stage for each; a one-Pod
+# import is its last step alone, under the same Job name.
+STEPS = ("prepare", "merge", "commit")
+
+
+def steps(obj: dict[str, Any]) -> list[str]:
+    return list(STEPS) if merge_pods(obj) > 1 else ["all"]
+
+
+def step_job_name(obj: dict[str, Any], step: str) -> str:
+    return job_name(obj, step) if step in ("prepare", "merge") else job_name(obj)
+
+
+def step_of(obj: dict[str, Any], job: dict[str, Any]) -> str:
+    """Which of the import's steps a Job of it runs."""
+    name = job["metadata"]["name"]
+    return next((s for s in steps(obj) if step_job_name(obj, s) == name), steps(obj)[-1])
 
 
 def loader_args(
-    obj: dict[str, Any], spec: ProductImportSpec, settings: OperatorSettings
+    obj: dict[str, Any], spec: ProductImportSpec, settings: OperatorSettings, step: str = "all"
 ) -> list[str]:
     src = spec.source
     source = f"s3://{src.object.bucket}/{src.object.key}" if src.object else str(src.url)
@@ -84,6 +112,8 @@ def loader_args(
     memory = (job.memoryLimit if job else None) or settings.default_duckdb_memory_limit
     if memory:
         args += ["--memory-limit", memory]
+    if step != "all":  # the merge Pod's own number comes from JOB_COMPLETION_INDEX
+        args += ["--stage", step, "--workers", str(merge_pods(obj))]
     return args
 
 
@@ -105,10 +135,11 @@ def _resources(spec: ProductImportSpec, settings: OperatorSettings) -> dict[str,
     return {"requests": requests, "limits": limits}
 
 
-def build_job(obj: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+def build_job(obj: dict[str, Any], settings: OperatorSettings, step: str = "all") -> dict[str, Any]:
+    """The Job of one step of the import (`all`: the whole import, in one Pod)."""
     spec = ProductImportSpec.model_validate(obj["spec"])
     meta = obj["metadata"]
-    name = job_name(obj)
+    name = step_job_name(obj, step)
     labels = {
         LABEL_CATALOG: spec.catalog,
         LABEL_IMPORT: meta["name"][:63].rstrip("-._"),
@@ -129,14 +160,20 @@ def build_job(obj: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]
                 "image": settings.image,
                 "imagePullPolicy": settings.image_pull_policy,
                 "command": list(settings.loader_command),
-                "args": loader_args(obj, spec, settings),
-                # Its own temporary credentials (operator/credentials.py), named as the Job.
-                "envFrom": [{"secretRef": {"name": name}}],
+                "args": loader_args(obj, spec, settings, step),
+                # Its own temporary credentials (operator/credentials.py), named as the
+                # import's Job (every step of a partitioned import uses the same).
+                "envFrom": [{"secretRef": {"name": job_name(obj)}}],
                 "env": [
                     {"name": "TMPDIR", "value": "/tmp"},
                     # The administrator's outbound policy for URL sources (productimport/
                     # egress.py): the loader enforces it where it connects.
                     *({"name": k, "value": v} for k, v in settings.egress.environment().items()),
+                    *(
+                        [{"name": ROWS_PER_BUCKET_ENV, "value": str(settings.rows_per_bucket)}]
+                        if settings.rows_per_bucket
+                        else []
+                    ),
                 ],
                 "resources": resources,
                 "securityContext": {
@@ -188,6 +225,11 @@ def build_job(obj: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]
         },
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},
     }
+    if step == "merge":
+        # Kubernetes gives each Pod its number (JOB_COMPLETION_INDEX) and runs them side
+        # by side; the Job completes when every number has completed once.
+        pods = merge_pods(obj)
+        job_spec.update(completionMode="Indexed", completions=pods, parallelism=pods)
     job_spec["activeDeadlineSeconds"] = (
         spec.job.activeDeadlineSeconds if spec.job and spec.job.activeDeadlineSeconds
         else settings.default_active_deadline_seconds

@@ -32,10 +32,23 @@ from pydantic import ValidationError
 from productimport.engine.catalog import Catalog, CatalogVersion
 from productimport.engine.errors import EXIT_TEMPORARY, ImportFailure, TemporaryFailure
 from productimport.models.product import ImportCounts, ImportResult
-from productimport.models.resource import ANNOTATION_CANCEL, Phase, ProductImportSpec
+from productimport.models.resource import (
+    ANNOTATION_CANCEL,
+    ANNOTATION_MERGE_PODS,
+    Phase,
+    ProductImportSpec,
+)
 from productimport.operator import credentials, mail, metrics
 from productimport.operator.conditions import is_terminal, phase_of, status_patch
-from productimport.operator.jobs import build_job, job_name
+from productimport.operator.jobs import (
+    STEPS,
+    build_job,
+    job_name,
+    merge_pods,
+    step_job_name,
+    step_of,
+    steps,
+)
 from productimport.operator.kube import JobRefused, KubeApi
 from productimport.operator.notify import SIGNING_SECRET, Notifier
 from productimport.operator.queue import (
@@ -331,7 +344,7 @@ class Reconciler:
         meta = obj["metadata"]
         namespace, uid = meta["namespace"], meta["uid"]
         cancel = (meta.get("annotations") or {}).get(ANNOTATION_CANCEL) == "true"
-        job = self.kube.get_job(namespace, job_name(obj))
+        job = self._current_job(obj)
 
         if job is None:
             if cancel:  # its loader may still run (an orphan), or have committed
@@ -356,6 +369,11 @@ class Reconciler:
             if cancel:
                 return self._cancel(obj, spec, job)
             return self._running(obj, spec, job)
+        step = step_of(obj, job)
+        if condition["type"] == "Complete" and step in STEPS[:-1]:
+            if cancel:  # between two steps of a partitioned import: nothing runs
+                return self._cancel(obj, spec, None)
+            return self._next_step(obj, spec, job, step)
 
         pods = {"attempts": _attempts(job), "jobName": job["metadata"]["name"]}
         complete = condition["type"] == "Complete"
@@ -414,8 +432,9 @@ class Reconciler:
         (its catalog's next import waits as long); then the catalog's history decides:
         committed, it Succeeded (reason CommittedBeforeCancel), else it is Cancelled."""
         meta = obj["metadata"]
-        namespace, uid, name = meta["namespace"], meta["uid"], job_name(obj)
+        namespace, uid = meta["namespace"], meta["uid"]
         status = obj.get("status") or {}
+        name = job["metadata"]["name"] if job else status.get("jobName") or job_name(obj)
         if job is None and not status.get("jobName") and sequence_of(obj) is None:
             # Never admitted (the sequence comes before any Job): no loader ever ran.
             self._finish_failed(obj, "Cancelled", "cancelled before it started")
@@ -425,7 +444,13 @@ class Reconciler:
         ran = job is not None or bool(status.get("jobName"))
         fields = {"jobName": name, "attempts": _attempts(job) if job else status.get("attempts", 0)}
         fields = fields if ran else {}
-        alive = _alive(self.kube.job_pods(namespace, name))
+        alive = _alive(
+            [
+                pod
+                for s in steps(obj)
+                for pod in self.kube.job_pods(namespace, step_job_name(obj, s))
+            ]
+        )
         if alive:
             message = (
                 f"cancel requested: Job {name} deleted; waiting for its loader Pod "
@@ -653,7 +678,7 @@ class Reconciler:
             message = f"cannot start the import yet: {exc}"
             self._patch_if_changed(obj, status_patch("queued", "WaitingForStore", message, obj))
             raise
-        job = build_job(obj, self.settings)
+        job = build_job(obj, self.settings, steps(obj)[0])
         try:
             created = self.kube.create_job(job)
         except JobRefused as exc:
@@ -732,6 +757,11 @@ class Reconciler:
         if sequence_of(obj) is not None:
             return obj
         meta = obj["metadata"]
+        annotations = {**(meta.get("annotations") or {})}
+        pods = self._merge_pods_for(spec)
+        if pods > 1:  # before the sequence: an admitted import has its count for good
+            self.kube.annotate_import(obj, ANNOTATION_MERGE_PODS, str(pods))
+            annotations[ANNOTATION_MERGE_PODS] = str(pods)
         key = (meta["namespace"], spec.catalog)
         if self.queues is not None:
             # The catalog's imports from the watch (no LIST of a namespace that may hold
@@ -747,11 +777,68 @@ class Reconciler:
         self.kube.annotate_import(obj, ANNOTATION_SEQUENCE, str(sequence))
         self._issued[key] = sequence
         admitted = {**obj, "metadata": {**meta}}
-        admitted["metadata"]["annotations"] = {
-            **(meta.get("annotations") or {}),
-            ANNOTATION_SEQUENCE: str(sequence),
-        }
+        admitted["metadata"]["annotations"] = {**annotations, ANNOTATION_SEQUENCE: str(sequence)}
         return admitted
+
+    def _merge_pods_for(self, spec: ProductImportSpec) -> int:
+        """How many Pods merge the import (docs/scaling.md): spec.job.parallelism if set,
+        else the operator's default for an object source at or above its threshold.
+        A dry run is never split (its merge Pods would upload files it never commits)."""
+        asked = spec.job.parallelism if spec.job else None
+        if spec.dryRun:
+            return 1
+        if asked is not None:
+            return asked
+        source = spec.source.object
+        if self.settings.parallelism <= 1 or source is None:
+            return 1
+        size = self.reports.source_size(source.bucket, source.key)
+        threshold = self.settings.parallel_threshold_bytes
+        return self.settings.parallelism if size is not None and size >= threshold else 1
+
+    def _current_job(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """The Job of the import's latest step that exists (a one-Pod import's only Job):
+        one GET, three at most for a partitioned import."""
+        namespace = obj["metadata"]["namespace"]
+        for step in reversed(steps(obj)):
+            job = self.kube.get_job(namespace, step_job_name(obj, step))
+            if job is not None:
+                return job
+        return None
+
+    def _next_step(
+        self, obj: dict[str, Any], spec: ProductImportSpec, done: dict[str, Any], step: str
+    ) -> bool:
+        """A step of a partitioned import completed: create the next one's Job."""
+        meta = obj["metadata"]
+        if step == "prepare":
+            # A prepare step that found the import already committed (exactly once) wrote
+            # the import's result itself, and there is nothing left to do.
+            result = self.reports.result(meta["namespace"], spec.catalog, meta["uid"])
+            if result is not None and result.phase == "Succeeded":
+                self._finish(
+                    obj, result, jobName=done["metadata"]["name"], attempts=_attempts(done)
+                )
+                return True
+        following = STEPS[STEPS.index(step) + 1]
+        job = build_job(obj, self.settings, following)
+        name = job["metadata"]["name"]
+        try:
+            created = self.kube.create_job(job)
+        except JobRefused as exc:
+            return self._job_refused(obj, name, exc)
+        self._create_failures.pop(meta["uid"], None)
+        what = (
+            f"{merge_pods(obj)} Pods merge its buckets"
+            if following == "merge"
+            else "one Pod commits the merged buckets"
+        )
+        message = f"the {step} step completed; Job {name}: {what}"
+        if created:
+            self.kube.event(obj, NORMAL, "StepStarted", message)
+        patch = status_patch("running", "JobCreated", message, obj, jobName=name, attempts=0)
+        self._patch_if_changed(obj, patch)
+        return False
 
     def _loader_credentials(self, obj: dict[str, Any], spec: ProductImportSpec, name: str) -> None:
         """The Job's own MinIO credentials, scoped to its source and catalog, in a Secret
@@ -828,6 +915,10 @@ class Reconciler:
                 )
         else:
             reason, message = "JobCreated", f"Job {job['metadata']['name']} is starting"
+        if merge_pods(obj) > 1:  # a partitioned import: which of its steps
+            step = step_of(obj, job)
+            pods = f" ({merge_pods(obj)} Pods)" if step == "merge" else ""
+            message = f"{step} step{pods}: {message}"
         if job_status.get("failed"):
             message += f" (attempt {attempts}; {job_status['failed']} failed before)"
         fields: dict[str, Any] = {"jobName": job["metadata"]["name"], "attempts": attempts}
@@ -919,6 +1010,16 @@ class Reconciler:
         fields = {"completionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), **extra}
         self._terminal(obj, "failed", reason, message, fields)
 
+    def _discard_steps(self, obj: dict[str, Any]) -> None:
+        """A partitioned import's split file and plan: gigabytes nobody reads any more
+        (retention would take them only with the import's report)."""
+        meta = obj["metadata"]
+        try:
+            self.reports.discard_steps(meta["namespace"], obj["spec"]["catalog"], meta["uid"])
+        except ImportFailure as exc:
+            log.warning("cannot delete the steps' documents of %s/%s yet: %s",
+                        meta["namespace"], meta["name"], exc)  # fmt: skip
+
     def _terminal(
         self, obj: dict[str, Any], state: str, reason: str, message: str, fields: dict[str, Any]
     ) -> None:
@@ -945,6 +1046,8 @@ class Reconciler:
         # The loader is done with its credentials (a Job that is still running was
         # deleted before a terminal status was written).
         self.kube.delete_secret(obj["metadata"]["namespace"], job_name(obj))
+        if merge_pods(obj) > 1:
+            self._discard_steps(obj)
         webhook = ((obj.get("spec") or {}).get("notify") or {}).get("webhook")
         if webhook:
             namespace = obj["metadata"]["namespace"]

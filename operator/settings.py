@@ -53,6 +53,15 @@ class OperatorSettings(BaseSettings):
     # import asks for its own: a 10M-row file (5.5 GB) with its spill files fits.
     default_tmp_size: str = "20Gi"
     default_threads: int | None = None
+    # A partitioned import (docs/scaling.md): an object source of at least
+    # `parallel_threshold_bytes` is merged by this many Pods side by side, unless its
+    # spec.job.parallelism says otherwise (1: never). A 10M-row file is about 5.5 GB.
+    parallelism: int = Field(4, ge=1, le=64)
+    parallel_threshold_bytes: int = Field(2 * 2**30, ge=0)
+    # Products per bucket of a new or growing catalog's Delta table (the loaders'
+    # PRODUCTIMPORT_ROWS_PER_BUCKET; unset: the engine's million). Smaller buckets give
+    # more merge Pods work; docs/scaling.md.
+    rows_per_bucket: int | None = Field(None, ge=1)
     default_duckdb_memory_limit: str | None = "1GB"
 
     # How often an import with a Job is looked at again (Job state, progress).

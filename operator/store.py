@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from functools import cached_property
 
-from productimport.engine.catalog import Catalog
+from productimport.engine.catalog import STEP_DOCUMENT_PREFIX, Catalog
 from productimport.engine.objectstore import ObjectStore, open_store
 from productimport.models.product import ImportResult
 
@@ -35,6 +35,27 @@ class ImportReports:
     def result(self, namespace: str, catalog: str, import_id: str) -> ImportResult | None:
         raw = self._read(namespace, catalog, import_id, "result.json")
         return ImportResult.model_validate_json(raw) if raw else None
+
+    def source_size(self, bucket: str, key: str) -> int | None:
+        """The size of an object source; None where it cannot be told (the object is
+        missing, which the loader reports, or the store is a local directory)."""
+        client = getattr(self.store, "client", None)  # MinIO's
+        if client is None:
+            return None
+        try:
+            return int(client.stat_object(bucket, key).size)
+        except Exception:  # S3Error, or MinIO unreachable: the one-Pod import decides
+            return None
+
+    def discard_steps(self, namespace: str, catalog: str, import_id: str) -> int:
+        """Delete what a partitioned import's steps handed on (engine/partitioned.py):
+        the split file and the plan, needed by nothing once the import has ended."""
+        cat = Catalog(self.store, namespace, catalog)
+        folder = cat.import_key(import_id, "")
+        keys = [k for k in self.store.list(folder) if k.startswith(folder + STEP_DOCUMENT_PREFIX)]
+        for key in keys:
+            self.store.delete(key)
+        return len(keys)
 
     def progress(self, namespace: str, catalog: str, import_id: str) -> dict | None:
         raw = self._read(namespace, catalog, import_id, "progress.json")

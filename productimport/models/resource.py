@@ -34,6 +34,8 @@ ANNOTATION_REQUEST_ID = f"{GROUP}/request-id"
 ANNOTATION_UPLOADED_BY = f"{GROUP}/uploaded-by"
 ANNOTATION_FILENAME = f"{GROUP}/original-filename"
 ANNOTATION_NOTIFY_EMAIL = f"{GROUP}/notify-email"
+# The operator's: how many merge Pods the import runs with, decided once (docs/scaling.md).
+ANNOTATION_MERGE_PODS = f"{GROUP}/merge-pods"
 
 IMMUTABLE_SPEC_MESSAGE = (
     "spec is immutable: an import runs once; to import again, create a new ProductImport "
@@ -128,6 +130,15 @@ class JobSettings(_Model):
         description="DuckDB memory_limit inside the Job, e.g. 512MB (spills to disk beyond).",
     )
     activeDeadlineSeconds: int | None = Field(None, ge=1)
+    parallelism: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Pods that merge the file's buckets side by side (docs/scaling.md): "
+        "1 runs the import in one Pod; above 1 it is prepared, merged by an Indexed Job of "
+        "this many Pods and committed once. Unset: the operator's default, for files above "
+        "its size threshold.",
+    )
 
 
 class ProductImportSpec(_Model):

@@ -1128,3 +1128,96 @@ def test_a_start_under_way_holds_its_slot_and_a_stale_event_does_not_free_it():
     queues.release("uid-c2")  # a start that made no Job gives its slot back
     queues.forget("uid-c1")
     assert [w.name for w in queues.next_to_start(limit=1, per_namespace=0)] == ["c2"]
+
+
+# -- a partitioned import (docs/scaling.md) ------------------------------------------------
+
+
+def _run_step(world: World, name: str, job: dict[str, Any], csv: Path) -> None:
+    """What a step's Pods do: the loader, in-process, with the Job's own arguments (the
+    source swapped for a local copy), then the Job completes."""
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    stage = args[args.index("--stage") + 1]
+    workers = int(args[args.index("--workers") + 1])
+    catalog, uid = world._catalog(name)
+    indices = range(job["spec"]["completions"]) if stage == "merge" else [0]
+    for index in indices:  # an Indexed Job: one Pod per completion index
+        opts = ImportOptions(
+            source=str(csv), catalog=catalog.name, namespace=NS, store=str(world.root),
+            import_id=uid, stage=stage, workers=workers, worker=index,
+            error_policy={"maxErrors": None, "maxErrorRatio": None},
+        )  # fmt: skip
+        _result, code = run_import(opts, store=world.store.inner)
+        assert code == 0, (stage, index)
+    world.kube.complete(NS, job["metadata"]["name"])
+
+
+def test_a_partitioned_import_runs_its_steps_as_jobs_and_commits_once(world):
+    world.apply("big", job={"parallelism": 3})
+    csv = world.root.parent / "big.csv"
+    csv.write_text("sku,name,price\n" + "".join(f"S{i},Product {i},{i}\n" for i in range(30)))
+    world.reconcile("big")
+    jobs = []
+    for step in ("prepare", "merge", "commit"):
+        job = world.kube.get_job(NS, world.status("big")["jobName"])
+        assert (job is not None and step in job["metadata"]["name"]) or step == "commit"
+        jobs.append(job)
+        status = world.status("big")
+        assert status["phase"] == "Running", status
+        world.kube.run(NS, job["metadata"]["name"])
+        world.reconcile("big")
+        assert world.status("big")["message"].startswith(f"{step} step"), world.status("big")
+        _run_step(world, "big", job, csv)
+        world.reconcile("big")
+
+    prepare, merge, commit = jobs
+    assert "completionMode" not in prepare["spec"]
+    assert (merge["spec"]["completionMode"], merge["spec"]["completions"],
+            merge["spec"]["parallelism"]) == ("Indexed", 3, 3)  # fmt: skip
+    assert commit["metadata"]["name"] == job_name(world.kube.imports[(NS, "big")])
+    for job in jobs:  # every step runs with the import's one set of credentials
+        loader = job["spec"]["template"]["spec"]["containers"][0]
+        assert loader["envFrom"] == [{"secretRef": {"name": commit["metadata"]["name"]}}]
+    status = world.status("big")
+    assert status["phase"] == "Succeeded", status
+    assert status["counts"]["created"] == 30 and status["catalogVersion"] == 1
+    catalog, uid = world._catalog("big")
+    assert [v.version for v in catalog.history()] == [1]
+    # What the steps handed on is gone; the import's report stays.
+    documents = [k.rsplit("/", 1)[1] for k in world.store.inner.list(catalog.import_key(uid, ""))]
+    assert "result.json" in documents and not [d for d in documents if d.startswith("stage-")]
+    assert world.kube.reasons(NS, "big").count("StepStarted") == 2
+
+
+def test_a_cancel_between_two_steps_ends_the_import_without_the_next_step(world):
+    world.apply("big", job={"parallelism": 2})
+    csv = world.root.parent / "big.csv"
+    csv.write_text("sku,name,price\nA,Alpha,1\nB,Beta,2\n")
+    world.reconcile("big")
+    prepare = world.kube.get_job(NS, world.status("big")["jobName"])
+    _run_step(world, "big", prepare, csv)
+    world.cancel("big")
+    world.reconcile("big")
+    status = world.status("big")
+    assert (status["phase"], status["reason"]) == ("Failed", "Cancelled"), status
+    assert len(world.kube.jobs) == 1  # no merge Job was made
+    catalog, _uid = world._catalog("big")
+    assert catalog.history() == []
+
+
+def test_only_large_object_sources_are_partitioned_by_default(world, monkeypatch):
+    world.settings.parallelism = 4
+    world.settings.parallel_threshold_bytes = 100
+    sizes = {"uploads/shop-a/big.csv": 100, "uploads/shop-a/small.csv": 99}
+    monkeypatch.setattr(
+        world.reconciler.reports, "source_size", lambda bucket, key: sizes[f"{bucket}/{key}"]
+    )
+    world.apply("big")
+    world.apply("small", catalog="other")
+    world.apply("dry", catalog="third", dryRun=True, job={"parallelism": 4},
+                source={"object": {"bucket": "uploads", "key": f"{NS}/big.csv"}})  # fmt: skip
+    for name in ("big", "small", "dry"):
+        world.reconcile(name)
+    assert "-prepare-" in world.status("big")["jobName"]
+    assert "-import-" in world.status("small")["jobName"]
+    assert "-import-" in world.status("dry")["jobName"]  # a dry run is never split
