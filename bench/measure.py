@@ -29,6 +29,7 @@ class Measurement:
     stdout: str
     stderr: str
     instructions: int | None = None
+    cpu_seconds: float = 0.0  # user + system, of the command and what it waited for
 
     @property
     def peak_rss_mb(self) -> float:
@@ -94,4 +95,5 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> Measurement:
             stdout=out.read().decode("utf-8", "replace"),
             stderr=err.read().decode("utf-8", "replace"),
             instructions=_instructions(counts.read()),
+            cpu_seconds=usage.ru_utime + usage.ru_stime,
         )
