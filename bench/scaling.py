@@ -41,6 +41,7 @@ class Config:
     steps: dict[str, list[Measurement]] = field(default_factory=dict)
     wall: float = 0.0
     result: dict = field(default_factory=dict)
+    load: float = 0.0  # the 1-minute load average when it started (the machine is shared)
 
     @property
     def cpu(self) -> float:
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copytree(template, work)
         log(f"{config.label}: merging update.csv ...")
         source = [*engine, "import", str(directory / "update.csv"), "--store", str(work)]
+        config.load = os.getloadavg()[0]
         started = time.perf_counter()
         if config.pods is None:
             config.steps["all"] = [run([*source, *common]).check()]
@@ -128,7 +130,7 @@ def _line(config: Config) -> str:
     )
     return (
         f"  {config.label}: wall {config.wall:.1f} s, CPU {config.cpu:.1f} s, peak "
-        f"{config.peak_mb:.0f} MB per process; {steps}"
+        f"{config.peak_mb:.0f} MB per process; {steps}; load {config.load:.1f} at start"
     )
 
 
@@ -171,6 +173,7 @@ def _report(args: argparse.Namespace, manifest: dict, configs: list[Config]) -> 
                     {
                         "label": c.label,
                         "pods": c.pods,
+                        "load_average_at_start": round(c.load, 2),
                         "wall_seconds": round(c.wall, 2),
                         "cpu_seconds": round(c.cpu, 2),
                         "steps": {

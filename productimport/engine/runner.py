@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import re
 import tempfile
@@ -711,15 +712,7 @@ class ImportRun:
             (directory / name).unlink(missing_ok=True)
         before = 0 if split else sum(f.rows for f in head.files_of(bucket))
         return BucketMerge(
-            bucket=bucket,
-            created=counts.created,
-            updated=counts.updated,
-            unchanged=counts.unchanged,
-            deleted=counts.deleted,
-            products=counts.products,
-            before=before,
-            changed=changed,
-            file=name,
+            bucket=bucket, **dataclasses.asdict(counts), before=before, changed=changed, file=name
         )
 
     def _stage(

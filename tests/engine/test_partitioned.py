@@ -4,6 +4,7 @@ work is missing or the catalog moved under it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -51,6 +52,20 @@ def steps(
         results.append(result)
         codes.append(code)
     return results, codes
+
+
+def stepper(engine: Engine, import_id: str) -> Callable[..., tuple[ImportResult | None, int]]:
+    """Runs one step at a time of one two-worker import of CHANGE into catalog "many"."""
+    change = engine.write("change.csv", rows(*CHANGE))
+
+    def step(stage: str, worker: int = 0) -> tuple[ImportResult | None, int]:
+        options = ImportOptions(
+            source=str(change), catalog="many", store=str(engine.store.root),
+            import_id=import_id, stage=stage, workers=2, worker=worker, **LENIENT,
+        )  # fmt: skip
+        return run_import(options, store=engine.store)
+
+    return step
 
 
 def content(engine: Engine, catalog: str = "main") -> dict[str, dict[str, Any]]:
@@ -112,15 +127,12 @@ def test_a_file_that_changes_nothing_commits_nothing(engine, monkeypatch):
 def test_the_commit_imports_again_when_the_catalog_moved_since_prepare(engine, monkeypatch):
     monkeypatch.setenv("PRODUCTIMPORT_ROWS_PER_BUCKET", "8")
     seed_both(engine)
-    change = engine.write("change.csv", rows(*CHANGE))
-    common = {"source": str(change), "catalog": "many", "store": str(engine.store.root),
-              "import_id": "moved-1", "workers": 2, **LENIENT}  # fmt: skip
-    for step in ({"stage": "prepare"}, {"stage": "merge", "worker": 0},
-                 {"stage": "merge", "worker": 1}):  # fmt: skip
-        run_import(ImportOptions(**common, **step), store=engine.store)
+    step = stepper(engine, "moved-1")
+    for stage, worker in (("prepare", 0), ("merge", 0), ("merge", 1)):
+        step(stage, worker)
     # Meanwhile another import moves the catalog: the merged buckets are stale.
     engine.run(engine.write("other.csv", rows(("P000", "Changed elsewhere", "5"))), catalog="many")
-    final, code = run_import(ImportOptions(**common, stage="commit"), store=engine.store)
+    final, code = step("commit")
     assert code == 0 and final is not None and final.phase == "Succeeded"
     assert final.catalogVersion == 3
     products = engine.products("many")
@@ -131,12 +143,10 @@ def test_the_commit_imports_again_when_the_catalog_moved_since_prepare(engine, m
 def test_a_missing_merge_record_fails_the_commit_and_commits_nothing(engine, monkeypatch):
     monkeypatch.setenv("PRODUCTIMPORT_ROWS_PER_BUCKET", "8")
     seed_both(engine)
-    change = engine.write("change.csv", rows(*CHANGE))
-    common = {"source": str(change), "catalog": "many", "store": str(engine.store.root),
-              "import_id": "missing-1", "workers": 2, **LENIENT}  # fmt: skip
-    run_import(ImportOptions(**common, stage="prepare"), store=engine.store)
-    run_import(ImportOptions(**common, stage="merge", worker=0), store=engine.store)
-    final, code = run_import(ImportOptions(**common, stage="commit"), store=engine.store)
+    step = stepper(engine, "missing-1")
+    step("prepare")
+    step("merge", 0)  # merge worker 1 of 2 never ran
+    final, code = step("commit")
     assert code != 0 and final is not None and final.phase == "Failed"
     assert final.reason == "InternalError" and "merge Pod 1 of 2" in final.message
     assert engine.catalog("many").head().version == 1
