@@ -894,10 +894,21 @@ class Reconciler:
             progress = self.reports.progress(meta["namespace"], spec.catalog, meta["uid"])
         except TemporaryFailure:
             progress = None  # progress is a courtesy; the Job's own state still counts
-        if not progress:
+        # A later step of a partitioned import finds the earlier steps' progress: its own
+        # Pods are watched until one of them has started (merge Pods waiting for room
+        # while others run are not stuck).
+        later_step = merge_pods(obj) > 1 and step_of(obj, job) != steps(obj)[0]
+        if not progress or later_step:
             pods = self.kube.job_pods(meta["namespace"], job["metadata"]["name"])
             timeout = self.settings.pending_timeout_seconds
-            stuck = _cannot_start(pods, self.settings.image_pull_grace_seconds, timeout)
+            started = any(
+                (p.get("status") or {}).get("phase") in ("Running", "Succeeded") for p in pods
+            )
+            stuck = (
+                None
+                if started
+                else _cannot_start(pods, self.settings.image_pull_grace_seconds, timeout)
+            )
             stuck = stuck or _no_pod(job, pods, timeout)
             if stuck is not None:
                 # Deleted first, so no later retry can start a loader for an import that

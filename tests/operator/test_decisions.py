@@ -1221,3 +1221,30 @@ def test_only_large_object_sources_are_partitioned_by_default(world, monkeypatch
     assert "-prepare-" in world.status("big")["jobName"]
     assert "-import-" in world.status("small")["jobName"]
     assert "-import-" in world.status("dry")["jobName"]  # a dry run is never split
+
+
+def test_merge_pods_that_cannot_start_fail_the_import_but_pods_waiting_for_room_do_not(world):
+    """The prepare step's progress is there while the merge step starts: its own Pods
+    are still watched, until one of them runs."""
+    world.apply("big", job={"parallelism": 2})
+    csv = world.root.parent / "big.csv"
+    csv.write_text("sku,name,price\nA,Alpha,1\nB,Beta,2\n")
+    world.reconcile("big")
+    _run_step(world, "big", world.kube.get_job(NS, world.status("big")["jobName"]), csv)
+    world.reconcile("big")
+    merge = world.status("big")["jobName"]
+    assert "-merge-" in merge
+    world.kube.add_pod(NS, merge, container={"running": {}}, status={"phase": "Running"})
+    unplaced = {"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}  # fmt: skip
+    world.kube.add_pod(NS, merge, status=unplaced, age=timedelta(seconds=900))
+    world.reconcile("big")
+    assert world.status("big")["phase"] == "Running"  # one runs, the other waits for room
+
+    world.kube.pods.clear()
+    never = {"waiting": {"reason": "ErrImageNeverPull", "message": "no such image"}}
+    world.kube.add_pod(NS, merge, container=never)
+    world.reconcile("big")
+    status = world.status("big")
+    assert (status["phase"], status["reason"]) == ("Failed", "ImageUnavailable"), status
+    assert (NS, merge) in world.kube.deleted_jobs
