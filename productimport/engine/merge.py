@@ -269,6 +269,13 @@ def accepted_by_key(
     """
 
 
+# The columns of the accepted rows that merge() reads: the product's fields. The rest of
+# a typed row (the *_raw texts the fields were parsed from, rn) is not written when the
+# accepted rows are staged by bucket: at 3M rows the split took 20-22 s instead of
+# 30-38 s (the two taken in turns, 2026-11-30).
+INCOMING_COLUMNS = ", ".join(PRODUCT_FIELDS)
+
+
 def _keys(entries: str) -> str:
     return f"list_transform({entries}, lambda e: e.key)"
 
