@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup test lint demo chaos bench bench-upload bench-operator bench-3m bench-10m lock dev-up dev-down image
+.PHONY: help setup test lint demo chaos bench bench-upload bench-operator bench-3m bench-10m bench-scaling lock dev-up dev-down image
 
 help:
 	@echo "make demo     set up and run a demo import end to end"
@@ -71,6 +71,11 @@ bench-3m: setup
 
 bench-10m: setup
 	BENCH_ROWS=10000000 $(PY) -m bench
+
+# A 10M-row merge in one process against the same merge partitioned over 1, 2 and 4
+# merge workers (docs/scaling.md; about 40 minutes, a 10M-row catalog built first).
+bench-scaling: setup
+	$(PY) -m bench.scaling
 
 # Regenerate the locks (runtime: the image; dev: the tools, same pins) after changing dependencies in pyproject.toml (needs uv: pip install uv).
 lock:
