@@ -39,3 +39,4 @@ UNTOUCHED = "untouched"  # current products the file leaves as they are (merge)
 INCOMING_SHAPE = "incoming_shape"  # no rows: the columns of the accepted rows, typed
 CURRENT_BUCKET = "cur_bucket"  # one bucket of CURRENT
 KEYED_BUCKET = "keyed_bucket"  # the rows of KEYED in that bucket
+KEYED_BY_BUCKET = "keyed_by_bucket"  # KEYED narrowed to rn, sku, bucket, in bucket order
