@@ -153,6 +153,12 @@ def build_job(obj: dict[str, Any], settings: OperatorSettings, step: str = "all"
         # The loader talks to MinIO only: it gets no Kubernetes credentials at all.
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
+        # The Pod's pause process is PID 1, not the loader: a PID 1 ignores a SIGTERM it
+        # has no handler for, and a cancel that deletes the Job as its Pod starts sends
+        # one before the loader has set its handler; the loader then ran on to a commit
+        # (CommittedBeforeCancel, seen in CI). Not PID 1, it ends at once. The Pod has one
+        # container, so sharing its process namespace shows no one anything.
+        "shareProcessNamespace": True,
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [
             {

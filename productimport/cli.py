@@ -1,5 +1,8 @@
 """The `productimport` command: the same engine on a laptop and inside the import Job."""
 
+# The SIGTERM handler is set before the other imports, on purpose (see below).
+# ruff: noqa: E402
+
 from __future__ import annotations
 
 import json
@@ -8,6 +11,31 @@ import sys
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
+
+
+class Terminated(BaseException):
+    """SIGTERM (a cancel deletes the Job, a node is drained): stop between two steps.
+    Not an ImportFailure, so no result document claims an outcome: the catalog's history
+    says whether the import committed (a commit under way in delta-rs completes first,
+    the handler runs when it returns), and a Job that retries finds it there."""
+
+
+_terminating = False
+
+
+def _terminated(signum: int, frame: object) -> None:
+    # Without a handler, a loader that is its container's PID 1 ignores SIGTERM and runs
+    # on, maybe to a commit, until the Pod's grace period ends in SIGKILL.
+    global _terminating
+    _terminating = True
+    raise Terminated()
+
+
+# At once, before the rest loads: a loader is its container's PID 1, which ignores a
+# signal it has no handler for, and a cancel can delete the Job the moment its Pod starts.
+# A handler set only before the import ran (after typer, DuckDB and delta-rs had loaded,
+# a second or more) let such a loader run on to a commit (CommittedBeforeCancel).
+signal.signal(signal.SIGTERM, _terminated)
 
 import typer
 from rich.console import Console
@@ -181,7 +209,6 @@ def import_command(
         from productimport.engine.runner import run_import
 
         progress = ProgressReporter(on_change=show)
-        signal.signal(signal.SIGTERM, _terminated)
         reason = message = None  # set when the import failed before it had a result
         try:
             result, code = run_import(options, progress=progress)
@@ -385,24 +412,6 @@ def catalog_vacuum(
         return
     verb = "would delete" if dry_run else "deleted"
     out.print(f"{verb} {len(removed)} files older than {retention_hours} h")
-
-
-class Terminated(BaseException):
-    """SIGTERM (a cancel deletes the Job, a node is drained): stop between two steps.
-    Not an ImportFailure, so no result document claims an outcome: the catalog's history
-    says whether the import committed (a commit under way in delta-rs completes first,
-    the handler runs when it returns), and a Job that retries finds it there."""
-
-
-_terminating = False
-
-
-def _terminated(signum: int, frame: object) -> None:
-    # Without a handler, a loader that is its container's PID 1 ignores SIGTERM and runs
-    # on, maybe to a commit, until the Pod's grace period ends in SIGKILL.
-    global _terminating
-    _terminating = True
-    raise Terminated()
 
 
 def main() -> None:

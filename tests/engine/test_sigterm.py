@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,11 +30,45 @@ pytestmark = pytest.mark.skipif(
 )  # fmt: skip
 
 
-def test_sigterm_stops_a_loader_that_is_pid_1_before_it_commits(tmp_path: Path):
+def _big_file(tmp_path: Path) -> Path:
     source = tmp_path / "big.csv"
     with source.open("w") as out:
         out.write("sku,name,price,currency\n")
         out.writelines(f"T-{i:08d},Product {i},{i % 900}.5,EUR\n" for i in range(1_500_000))
+    return source
+
+
+def _nothing_committed(store: Path) -> None:
+    objects = LocalObjectStore(store)
+    catalog = Catalog(objects, "shop", "main")
+    assert catalog.open_table() is None or catalog.find_import("terminated-import") is None
+    assert not objects.exists(catalog.import_key("terminated-import", "result.json"))
+
+
+def test_sigterm_while_the_loader_starts_stops_it_before_it_commits(tmp_path: Path):
+    """A cancel can delete the Job the moment its Pod starts: the signal then reaches
+    the loader while Python is still loading (typer, DuckDB, delta-rs)."""
+    source, store = _big_file(tmp_path), tmp_path / "store"
+    loader = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "productimport.cli",
+         "import", str(source), "--catalog", "main", "--namespace", "shop", "--store",
+         str(store), "--import-id", "terminated-import"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    pid = ""
+    while not pid:  # the loader, PID 1 of the new namespace, as soon as it exists
+        found = subprocess.run(["pgrep", "-P", str(loader.pid)], capture_output=True, text=True)
+        pid = found.stdout.strip()
+    time.sleep(0.3)  # its interpreter is up and loading modules, far from importing
+    subprocess.run(["kill", "-TERM", pid], check=True)
+    _out, err = loader.communicate(timeout=600)
+    assert loader.returncode != 0, err
+    assert "progress: done" not in err, err
+    _nothing_committed(store)
+
+
+def test_sigterm_stops_a_loader_that_is_pid_1_before_it_commits(tmp_path: Path):
+    source = _big_file(tmp_path)
     store = tmp_path / "store"
     loader = subprocess.Popen(
         ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "productimport.cli",
@@ -55,7 +90,4 @@ def test_sigterm_stops_a_loader_that_is_pid_1_before_it_commits(tmp_path: Path):
     code = loader.wait(timeout=600)
     assert code == 128 + signal.SIGTERM, "".join(seen) + rest
     assert "terminated (SIGTERM)" in rest
-    objects = LocalObjectStore(store)
-    catalog = Catalog(objects, "shop", "main")
-    assert catalog.open_table() is None or catalog.find_import("terminated-import") is None
-    assert not objects.exists(catalog.import_key("terminated-import", "result.json"))
+    _nothing_committed(store)
