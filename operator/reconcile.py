@@ -426,8 +426,9 @@ class Reconciler:
         """The cancel annotation, on an import whose Job has not ended (or is gone).
 
         Deleting the Job does not stop its loader at once: the Pod gets its grace period
-        (30 s by default), and the loader, PID 1 of its container without a SIGTERM
-        handler, ignores SIGTERM and runs on until SIGKILL, so it may commit meanwhile.
+        (30 s by default), and the loader stops at the SIGTERM only between two steps (a
+        commit under way completes first), so it may commit meanwhile. (It is not its
+        Pod's PID 1, which would ignore a SIGTERM sent before its handler is set: jobs.py.)
         The import stays Running, reason Cancelling, until no Pod of its Job is alive
         (its catalog's next import waits as long); then the catalog's history decides:
         committed, it Succeeded (reason CommittedBeforeCancel), else it is Cancelled."""
