@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -40,12 +39,13 @@ from productimport.engine.parse import sql_string
 from productimport.engine.presets import Projection
 from productimport.engine.relations import INCOMING_SHAPE, KEYED_BUCKET
 from productimport.engine.runner import (
-    TRANSFERS,
+    INLINE_ERRORS,
     BucketMerge,
     ImportRun,
     _Merged,
     buckets_to_merge,
     combined,
+    transfer,
 )
 from productimport.engine.storecheck import check_conditional_writes
 from productimport.models.product import ErrorRecord, ImportCounts, ImportResult
@@ -110,7 +110,7 @@ class PartitionedRun(ImportRun):
         except _Prepared as prepared:
             plan = prepared.plan
             plan.counts = self.state.counts
-            plan.errors = self.state.errors[:10]
+            plan.errors = self.state.errors[:INLINE_ERRORS]
             plan.errors_ref = self.store.ref(self._document("errors.csv"))
             self._put(PLAN, plan)
             self.progress.note(
@@ -157,13 +157,11 @@ class PartitionedRun(ImportRun):
                 name = f"{PREFIX}{kind}-{bucket}-{part.name}"
                 found.setdefault(bucket, []).append(name)
                 uploads[name] = part
-        with ThreadPoolExecutor(max_workers=TRANSFERS, thread_name_prefix="upload") as pool:
-            list(
-                pool.map(
-                    lambda item: self.store.upload(self._document(item[0]), item[1]),
-                    uploads.items(),
-                )
-            )
+        transfer(
+            lambda item: self.store.upload(self._document(item[0]), item[1]),
+            uploads.items(),
+            "upload",
+        )
         now = con.execute("SELECT now()::TIMESTAMP").fetchone()[0]  # type: ignore[index]
         raise _Prepared(
             Plan(
@@ -204,21 +202,14 @@ class PartitionedRun(ImportRun):
         for bucket in mine:
             directory = workdir / f"bucket-{bucket}"
             directory.mkdir()
-            current = {
-                directory / f"current-{i}.parquet": f
-                for i, f in enumerate(head.files_of(bucket % old))
-            }
-            with ThreadPoolExecutor(max_workers=TRANSFERS, thread_name_prefix="download") as pool:
-                list(
-                    pool.map(lambda item: self.catalog.download(item[1], item[0]), current.items())
-                )
+            current = self._download(head.files_of(bucket % old), directory).get(bucket % old, [])
             incoming = self._fetch(
                 {name: directory / name for name in plan.incoming.get(bucket, [])}
             )
             keys = self._fetch({name: directory / name for name in plan.keys.get(bucket, [])})
             self._bucket_verdicts(con, keys)
             one = self._merge_bucket(
-                con, plan.present, directory, head, plan.buckets, bucket, list(current),
+                con, plan.present, directory, head, plan.buckets, bucket, current,
                 _parquet(incoming) if incoming else f"FROM {INCOMING_SHAPE}",
                 Verdicts(KEYED_BUCKET, REJECTED_BUCKET), plan.now,
             )  # fmt: skip
@@ -269,8 +260,7 @@ class PartitionedRun(ImportRun):
             )
         outcome = combined(head, plan.buckets, list(merged), [])
         counts = plan.counts.model_copy()
-        counts.created, counts.updated = outcome.counts.created, outcome.counts.updated
-        counts.unchanged, counts.deleted = outcome.counts.unchanged, outcome.counts.deleted
+        outcome.add_to(counts)
         self.state.counts, self.state.errors = counts, plan.errors
         if self.options.dry_run or not outcome.content_changed:
             note = "dry run, nothing committed" if self.options.dry_run else "catalog unchanged"
@@ -323,13 +313,12 @@ class PartitionedRun(ImportRun):
         return parts
 
     def _fetch(self, documents: dict[str, Path]) -> list[Path]:
-        with ThreadPoolExecutor(max_workers=TRANSFERS, thread_name_prefix="download") as pool:
-            list(
-                pool.map(
-                    lambda item: self.store.download(self._document(item[0]), item[1]),
-                    documents.items(),
-                )
-            )
+        """This import's documents `documents` names, downloaded to their paths."""
+        transfer(
+            lambda item: self.store.download(self._document(item[0]), item[1]),
+            documents.items(),
+            "download",
+        )
         return list(documents.values())
 
 

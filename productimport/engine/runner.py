@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 from pydantic import BaseModel
@@ -133,6 +134,14 @@ def flush_threshold(buckets: int) -> int:
 
 # Files moved to or from the store at a time.
 TRANSFERS = 4
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def transfer(work: Callable[[T], R], items: Iterable[T], kind: str) -> list[R]:
+    """`work` over `items`, TRANSFERS at a time: each file is a round trip to the store."""
+    with ThreadPoolExecutor(max_workers=TRANSFERS, thread_name_prefix=kind) as pool:
+        return list(pool.map(work, items))
 
 
 @dataclass
@@ -154,6 +163,11 @@ class _Merged:
     @property
     def content_changed(self) -> bool:
         return bool(self.counts.created or self.counts.updated or self.counts.deleted)
+
+    def add_to(self, counts: ImportCounts) -> None:
+        """The import's counts (rows, rejected) completed with what the merge did."""
+        counts.created, counts.updated = self.counts.created, self.counts.updated
+        counts.unchanged, counts.deleted = self.counts.unchanged, self.counts.deleted
 
 
 class BucketMerge(BaseModel):
@@ -510,7 +524,7 @@ class ImportRun:
             head = self.catalog.head()
             self._check_fence(head)
             buckets = _bucket_count(head, staged_rows)
-            local = self._download(head, workdir / f"v{head.version}")
+            local = self._download(head.files, workdir / f"v{head.version}")
             current = load_current(con, [path for paths in local.values() for path in paths])
             if attempt:  # the first pass was dropped to leave the merge its memory
                 self._checked(con, data, f"{REJECTS}_{attempt}_checked")
@@ -546,8 +560,7 @@ class ImportRun:
             finally:
                 errors = error_records()
                 errors_ref = self._write_errors(workdir, errors)
-            counts.created, counts.updated = merged.counts.created, merged.counts.updated
-            counts.unchanged, counts.deleted = merged.counts.unchanged, merged.counts.deleted
+            merged.add_to(counts)
             if self.options.dry_run or not merged.content_changed:
                 return self._succeeded(
                     counts,
@@ -625,13 +638,11 @@ class ImportRun:
             "its file again to apply it on top"
         )
 
-    def _download(self, head: Head, directory: Path) -> dict[int, list[Path]]:
-        """The current version's files, local, by bucket (several at a time: each is a
-        round trip to the store)."""
+    def _download(self, files: list[DataFile], directory: Path) -> dict[int, list[Path]]:
+        """These files of the table (a version's, or a bucket's of it), local, by bucket."""
         directory.mkdir(parents=True, exist_ok=True)
-        targets = [(f, directory / f.path.replace("/", "_")) for f in head.files]
-        with ThreadPoolExecutor(max_workers=TRANSFERS, thread_name_prefix="download") as pool:
-            list(pool.map(lambda item: self.catalog.download(*item), targets))
+        targets = [(f, directory / f.path.replace("/", "_")) for f in files]
+        transfer(lambda item: self.catalog.download(*item), targets, "download")
         local: dict[int, list[Path]] = {}
         for data_file, path in targets:
             local.setdefault(data_file.bucket, []).append(path)
@@ -641,12 +652,9 @@ class ImportRun:
         """Put the changed buckets' files in place (none for a bucket left empty)."""
         import_id = self.options.import_id
         written = [b for b in changed if b.rows]
-        with ThreadPoolExecutor(max_workers=TRANSFERS, thread_name_prefix="upload") as pool:
-            return list(
-                pool.map(
-                    lambda b: self.catalog.upload(b.path, b.bucket, b.rows, import_id), written
-                )
-            )
+        return transfer(
+            lambda b: self.catalog.upload(b.path, b.bucket, b.rows, import_id), written, "upload"
+        )
 
     def _merge_buckets(
         self,

@@ -45,16 +45,22 @@ def _nothing_committed(store: Path) -> None:
     assert not objects.exists(catalog.import_key("terminated-import", "result.json"))
 
 
-def test_sigterm_while_the_loader_starts_stops_it_before_it_commits(tmp_path: Path):
-    """A cancel can delete the Job the moment its Pod starts: the signal then reaches
-    the loader while Python is still loading (typer, DuckDB, delta-rs)."""
-    source, store = _big_file(tmp_path), tmp_path / "store"
-    loader = subprocess.Popen(
+def _start_loader(source: Path, store: Path) -> subprocess.Popen[str]:
+    """The loader importing `source`, as PID 1 of a new PID namespace (unshare forwards
+    no signal: a test signals the loader itself, the child of `unshare`)."""
+    return subprocess.Popen(
         ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "productimport.cli",
          "import", str(source), "--catalog", "main", "--namespace", "shop", "--store",
          str(store), "--import-id", "terminated-import"],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+
+
+def test_sigterm_while_the_loader_starts_stops_it_before_it_commits(tmp_path: Path):
+    """A cancel can delete the Job the moment its Pod starts: the signal then reaches
+    the loader while Python is still loading (typer, DuckDB, delta-rs)."""
+    source, store = _big_file(tmp_path), tmp_path / "store"
+    loader = _start_loader(source, store)
     pid = ""
     while not pid:  # the loader, PID 1 of the new namespace, as soon as it exists
         found = subprocess.run(["pgrep", "-P", str(loader.pid)], capture_output=True, text=True)
@@ -70,12 +76,7 @@ def test_sigterm_while_the_loader_starts_stops_it_before_it_commits(tmp_path: Pa
 def test_sigterm_stops_a_loader_that_is_pid_1_before_it_commits(tmp_path: Path):
     source = _big_file(tmp_path)
     store = tmp_path / "store"
-    loader = subprocess.Popen(
-        ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "productimport.cli",
-         "import", str(source), "--catalog", "main", "--namespace", "shop", "--store",
-         str(store), "--import-id", "terminated-import"],
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    loader = _start_loader(source, store)
     assert loader.stderr is not None
     seen = []
     for line in loader.stderr:  # a line per stage: the import is under way
