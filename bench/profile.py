@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--catalog", default="bench")
     parser.add_argument("--memory-limit")
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--sql-out", help="also write every statement in full to this file")
     args = parser.parse_args()
 
     process_started = time.perf_counter()
@@ -90,6 +91,10 @@ def main() -> None:
     for seconds, cpu, rss, peak, sql in log:
         text = re.sub(r"\s+", " ", sql).strip()
         print(f"{seconds:8.3f} {cpu:8.3f} {rss:8.0f} {peak:8.0f}  {text[:150]}")
+    if args.sql_out:
+        Path(args.sql_out).write_text(
+            "".join(f"-- {seconds:.3f} s\n{sql.strip()};\n\n" for seconds, *_, sql in log)
+        )
     print(
         f"\nimport {total:.2f} s: {in_duckdb:.2f} s in {len(log)} DuckDB statements, "
         f"{total - in_duckdb:.2f} s elsewhere; CPU {cpu_total:.2f} s, {cpu_in_duckdb:.2f} s in "
