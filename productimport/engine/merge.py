@@ -113,9 +113,11 @@ def build_keyed(
     checked: str,
     current: str,
     buckets: int,
+    existence: bool,
 ) -> str:
     """Table KEYED: each row's catalog key (Elastic Path matches by id, then
-    external_ref), its key's first row, whether the catalog has it, and its bucket.
+    external_ref), its key's first row, its bucket and, with `existence` (the create and
+    update modes' rules read it), whether the catalog has it.
 
     Reads the narrow first pass and only the key columns of the current products, so it
     is cheap to redo when another import moved the catalog meanwhile.
@@ -132,6 +134,13 @@ def build_keyed(
         id_matched = "by_id.sku IS NOT NULL"
     else:
         joins, match, id_matched = "", "NULL::VARCHAR", "false"
+    # Probing every key against the whole catalog: 0.4 s of 2.9 at 3M rows, for nothing
+    # in the other modes.
+    exists = (
+        f"coalesce(m.sku IN (SELECT sku FROM {current}), false) AS exists_in_catalog,"
+        if existence
+        else ""
+    )
     con.execute(f"DROP TABLE IF EXISTS {KEYED}")
     con.execute(f"""
         CREATE TEMP TABLE {KEYED} AS
@@ -146,8 +155,7 @@ def build_keyed(
             SELECT sku, min(rn) AS first_rn FROM matched
             WHERE sku IS NOT NULL GROUP BY sku HAVING count(*) > 1
         )
-        SELECT m.*, coalesce(m.sku IN (SELECT sku FROM {current}), false)
-                   AS exists_in_catalog,
+        SELECT m.*, {exists}
                coalesce(s.first_rn, m.rn) AS first_rn,
                {bucket_of("m.sku", buckets)} AS bucket
         FROM matched m LEFT JOIN shared s ON s.sku = m.sku

@@ -89,6 +89,7 @@ from productimport.engine.source import LocalSource, describe, fetch, local_path
 from productimport.engine.storecheck import check_conditional_writes
 from productimport.engine.validate import (
     CHECKED_FIELDS,
+    EXISTENCE_MODES,
     RAW_OF,
     build_row_errors,
     checked_sql,
@@ -528,7 +529,10 @@ class ImportRun:
             current = load_current(con, [path for paths in local.values() for path in paths])
             if attempt:  # the first pass was dropped to leave the merge its memory
                 self._checked(con, data, f"{REJECTS}_{attempt}_checked")
-            keyed = build_keyed(con, data.projection, CHECKED, current, buckets)
+            keyed = build_keyed(
+                con, data.projection, CHECKED, current, buckets,
+                existence=self.options.mode in EXISTENCE_MODES,
+            )  # fmt: skip
             verdicts = Verdicts(
                 keyed,
                 build_row_errors(

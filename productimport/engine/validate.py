@@ -147,6 +147,10 @@ def _check(
     )
 
 
+# The modes whose rules read KEYED's exists_in_catalog (whether the catalog has the key).
+EXISTENCE_MODES = frozenset({Mode.create, Mode.update})
+
+
 def build_row_errors(
     con: duckdb.DuckDBPyConnection,
     projection: Projection,
