@@ -20,14 +20,12 @@ from minio.credentials import AssumeRoleProvider
 
 from productimport.engine.errors import TemporaryFailure
 from productimport.engine.objectstore import MinioSettings
+from productimport.engine.s3store import DEFAULT_REGION
 from productimport.models.resource import ProductImportSpec
 
 # MinIO's policy language treats these as wildcards or variables in a resource: a key
 # holding one could match (or expand to) other tenants' objects.
 POLICY_SPECIAL = ("*", "?", "$")
-# MinIO's default region: with a region set, a client never asks the bucket's location
-# (an action the session need not be allowed).
-DEFAULT_REGION = "us-east-1"
 
 
 class SourceNotAllowed(ValueError):

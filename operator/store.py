@@ -7,11 +7,16 @@ cannot be reached raises the engine's TemporaryFailure; the caller retries.
 from __future__ import annotations
 
 import json
+import logging
 from functools import cached_property
+
+from minio.error import S3Error
 
 from productimport.engine.catalog import STEP_DOCUMENT_PREFIX, Catalog
 from productimport.engine.objectstore import ObjectStore, open_store
 from productimport.models.product import ImportResult
+
+log = logging.getLogger(__name__)
 
 
 class ImportReports:
@@ -44,7 +49,15 @@ class ImportReports:
             return None
         try:
             return int(client.stat_object(bucket, key).size)
-        except Exception:  # S3Error, or MinIO unreachable: the one-Pod import decides
+        except S3Error as exc:
+            if exc.code != "NoSuchKey":  # a missing source is the loader's to report
+                log.warning(
+                    "cannot read the size of s3://%s/%s (%s); it is imported in one Pod",
+                    bucket, key, exc.code,
+                )  # fmt: skip
+            return None
+        except Exception as exc:  # MinIO unreachable: the one-Pod import decides
+            log.warning("cannot read the size of s3://%s/%s (%s)", bucket, key, exc)
             return None
 
     def discard_steps(self, namespace: str, catalog: str, import_id: str) -> int:

@@ -16,6 +16,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from productimport.engine.errors import PreconditionFailed, TemporaryFailure
 
+# MinIO's default region. With a region set, a client never asks a bucket's location,
+# an action the operator's user (on the upload bucket) and an import's session need not
+# be allowed: without it, reading an upload's size was refused (GetBucketLocation).
+DEFAULT_REGION = "us-east-1"
+
 
 class MinioSettings(BaseSettings):
     """MinIO connection, from the environment (the Job gets these from a Secret)."""
@@ -46,7 +51,7 @@ def minio_client(settings: MinioSettings | None = None) -> Minio:
         secret_key=settings.secret_key,
         session_token=settings.session_token or None,
         secure=settings.secure,
-        region=settings.region,
+        region=settings.region or DEFAULT_REGION,
         http_client=http,
     )
 
@@ -78,7 +83,7 @@ def delta_storage_options(settings: MinioSettings) -> dict[str, str]:
         "AWS_ENDPOINT_URL": f"{scheme}://{settings.endpoint}",
         "AWS_ACCESS_KEY_ID": settings.access_key,
         "AWS_SECRET_ACCESS_KEY": settings.secret_key,
-        "AWS_REGION": settings.region or "us-east-1",
+        "AWS_REGION": settings.region or DEFAULT_REGION,
         "AWS_ALLOW_HTTP": "false" if settings.secure else "true",
         "conditional_put": "etag",
     }

@@ -17,19 +17,31 @@ from devenv import services
 from devenv.services import CATALOG_BUCKET
 from productimport.engine.catalog import Catalog
 from productimport.engine.objectstore import open_store
+from productimport.models.resource import ANNOTATION_MERGE_PODS
 
 pytestmark = pytest.mark.cluster
 
 
-def test_a_partitioned_import_merges_in_an_indexed_job_and_commits_once(cluster, minio):
+def test_a_large_upload_merges_in_an_indexed_job_and_commits_once(cluster, minio):
     ns = cluster.namespace("part")
-    with services.operator_with(cluster.devenv, PRODUCTIMPORT_OPERATOR_ROWS_PER_BUCKET="500"):
-        apply(cluster, "base", ns, upload(minio, ns, products_csv(1500)))
-        base = finished(cluster, "base", ns)["status"]
-        assert base["phase"] == "Succeeded" and base["counts"]["created"] == 1500, base
+    small, large = products_csv(1500), products_csv(2000)
+    # The operator reads each object source's size from MinIO: the small file stays
+    # below its threshold, the large one is at it and is merged by 3 Pods.
+    settings = {
+        "PRODUCTIMPORT_OPERATOR_ROWS_PER_BUCKET": "500",
+        "PRODUCTIMPORT_OPERATOR_PARALLEL_THRESHOLD_BYTES": str(len(large)),
+        "PRODUCTIMPORT_OPERATOR_PARALLELISM": "3",
+    }
+    with services.operator_with(cluster.devenv, **settings):
+        apply(cluster, "base", ns, upload(minio, ns, small))
+        base = finished(cluster, "base", ns)
+        assert base["status"]["phase"] == "Succeeded", base["status"]
+        assert base["status"]["counts"]["created"] == 1500
+        assert ANNOTATION_MERGE_PODS not in base["metadata"].get("annotations", {})  # one Pod
         # 1,500 unchanged, 500 new, in 4 buckets merged by 3 Pods.
-        apply(cluster, "big", ns, upload(minio, ns, products_csv(2000)), job={"parallelism": 3})
+        apply(cluster, "big", ns, upload(minio, ns, large))
         obj = finished(cluster, "big", ns)
+    assert obj["metadata"]["annotations"][ANNOTATION_MERGE_PODS] == "3"
     status = obj["status"]
     assert status["phase"] == "Succeeded", status
     counts = status["counts"]

@@ -23,17 +23,20 @@ from typing import Any
 import httpx
 import kopf
 import pytest
-from imports_support import exists, finished
+from imports_support import exists, finished, upload
 from test_decisions import NS, World
 
+from devenv import services
 from productimport.api.uploads import object_key
 from productimport.engine.catalog import Catalog
 from productimport.engine.objectstore import LocalObjectStore, open_store
 from productimport.engine.products import list_products
+from productimport.engine.s3store import MinioObjectStore, MinioSettings, minio_client
 from productimport.operator import handlers
 from productimport.operator.kube import Kube
 from productimport.operator.retention import API_UPLOAD, Sweeper, kube_lister
 from productimport.operator.settings import OperatorSettings
+from productimport.operator.store import ImportReports
 from tests.engine.catalog_rows import rows
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -381,3 +384,24 @@ def test_on_the_cluster_a_pass_deletes_an_expired_and_a_deleted_imports_objects(
     swept = sweeper.sweep()
     assert swept.sources == [sources[1]] and not exists(minio, "uploads", sources[1])
     assert exists(minio, "uploads", sources[2]) and documents(recent)
+
+
+@pytest.mark.cluster
+def test_the_operators_own_minio_user_reads_upload_sizes_and_lists_the_uploads(cluster, minio):
+    """With the operator's least-privilege user (not root): the size that decides a
+    partitioned import, and the listing a retention pass starts from. Neither may need
+    the bucket's location, which that user is not allowed to ask."""
+    ns = cluster.namespace("opuser")
+    body = rows(("A", "Alpha", "1")).encode()
+    source = upload(minio, ns, body)
+    operator_user = MinioSettings(
+        endpoint=cluster.env["MINIO_ENDPOINT"], **{
+            k.removeprefix("MINIO_").lower(): v
+            for k, v in services.operator_store_credentials(cluster.devenv).items()
+        },
+    )  # fmt: skip
+    uploads = MinioObjectStore(minio_client(operator_user), "uploads", "", operator_user)
+    reports = ImportReports(uploads)
+    assert reports.source_size("uploads", source["key"]) == len(body)
+    assert reports.source_size("uploads", f"{ns}/missing.csv") is None
+    assert source["key"] in set(uploads.list(f"{ns}/"))
