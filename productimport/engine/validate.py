@@ -296,24 +296,27 @@ def build_row_errors(
             "sku IS NOT NULL AND rn <> first_rn",
             "first_rn",
         ),
-        _check(
-            keyed,
-            col("sku"),
-            "sku_mismatch",
-            "'row matches product ''' || key_match || ''' by id or external_ref but has "
-            "sku ''' || given_sku || '''; change a SKU by importing under its old one'",
-            "given_sku",
-            "key_match IS NOT NULL AND given_sku IS NOT NULL AND given_sku <> key_match",
-        ),
-        _check(
-            keyed,
-            "id",
-            "not_found",
-            "'no product has id ''' || ep_id || ''''",
-            "ep_id",
-            "ep_id IS NOT NULL AND key_match IS NULL AND id_matched = false",
-        ),
     ]
+    if projection.match_by_reference:  # KEYED says how each row matched
+        checks += [
+            _check(
+                keyed,
+                col("sku"),
+                "sku_mismatch",
+                "'row matches product ''' || key_match || ''' by id or external_ref but has "
+                "sku ''' || given_sku || '''; change a SKU by importing under its old one'",
+                "given_sku",
+                "key_match IS NOT NULL AND given_sku IS NOT NULL AND given_sku <> key_match",
+            ),
+            _check(
+                keyed,
+                "id",
+                "not_found",
+                "'no product has id ''' || ep_id || ''''",
+                "ep_id",
+                "ep_id IS NOT NULL AND key_match IS NULL AND id_matched = false",
+            ),
+        ]
     if mode is Mode.create and has_current:
         checks.append(
             _check(
