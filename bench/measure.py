@@ -105,7 +105,7 @@ def warm(path: Path) -> None:
 
     The floor runs first in each pair: without this it reads the file from disk and the
     engine, right after it, from memory (3M rows, 2026-11-30: a 25.9 s floor against
-    13.5 s warm, which made a 3.5x merge look like 1.8x)."""
+    12.6 s warm, which made a 3.8x merge look like 1.8x)."""
     with path.open("rb") as handle:
         while handle.read(1 << 24):
             pass
