@@ -24,17 +24,20 @@ _terminating = False
 
 
 def _terminated(signum: int, frame: object) -> None:
-    # Without a handler, a loader that is its container's PID 1 ignores SIGTERM and runs
-    # on, maybe to a commit, until the Pod's grace period ends in SIGKILL.
+    # Stop between two steps, saying so (exit 143). Without a handler, a loader run as
+    # its container's PID 1 would ignore SIGTERM and run on, maybe to a commit, until the
+    # grace period ends in SIGKILL.
     global _terminating
     _terminating = True
     raise Terminated()
 
 
-# At once, before the rest loads: a loader is its container's PID 1, which ignores a
-# signal it has no handler for, and a cancel can delete the Job the moment its Pod starts.
-# A handler set only before the import ran (after typer, DuckDB and delta-rs had loaded,
-# a second or more) let such a loader run on to a commit (CommittedBeforeCancel).
+# At once, before the rest loads: a cancel can delete the Job the moment its Pod starts,
+# and a loader run as its container's PID 1 ignores a signal it has no handler for. The
+# operator's Pods no longer run it as PID 1 (operator/jobs.py, shareProcessNamespace);
+# `docker run` and other runtimes may. A handler set only before the import ran (after
+# typer, DuckDB and delta-rs had loaded, a second or more) let such a loader run on to a
+# commit (CommittedBeforeCancel).
 signal.signal(signal.SIGTERM, _terminated)
 
 import typer
