@@ -27,7 +27,7 @@ from productimport.engine.options import Mode
 from productimport.engine.parse import sql_string
 from productimport.engine.presets import Projection
 from productimport.engine.relations import CURRENT, KEYED, UNTOUCHED
-from productimport.engine.validate import CHECKED_FIELDS, RAW_OF, typed_sql
+from productimport.engine.validate import RAW_OF, fingerprint, typed_sql
 from productimport.models.product import (
     CONTENT_FIELDS,
     DEFAULTED_FIELDS,
@@ -110,7 +110,7 @@ def load_current(
 def build_keyed(
     con: duckdb.DuckDBPyConnection,
     projection: Projection,
-    checked: str,
+    first_pass: str,
     current: str,
     buckets: int,
     existence: bool,
@@ -119,8 +119,9 @@ def build_keyed(
     external_ref, and keeps how), its key's first row, its bucket and, with `existence`
     (the create and update modes' rules read it), whether the catalog has it.
 
-    Reads the narrow first pass and only the key columns of the current products, so it
-    is cheap to redo when another import moved the catalog meanwhile.
+    Reads the first pass's keys and fingerprints (validate.first_pass_sql) and only the
+    key columns of the current products, so it is cheap to redo when another import
+    moved the catalog meanwhile.
     """
     if projection.match_by_reference:
         joins = f"""
@@ -149,9 +150,8 @@ def build_keyed(
     con.execute(f"""
         CREATE TEMP TABLE {KEYED} AS
         WITH matched AS NOT MATERIALIZED (
-            SELECT t.rn, coalesce({match}, t.sku) AS sku, {by_reference}
-                   {fingerprint("t")} AS fp
-            FROM {checked} t {joins}
+            SELECT t.rn, coalesce({match}, t.sku) AS sku, {by_reference} t.fp
+            FROM {first_pass} t {joins}
         )
         -- Keys held by several rows, with their first row: an aggregate, not a window
         -- over every row (0.84 CPU-s at a million rows, of 1.8 for this statement).
@@ -167,17 +167,8 @@ def build_keyed(
     return KEYED
 
 
-# Text fields of the first pass (its typed fields left out), which the second pass
-# computes identically; a hash of them tells apart the rows that share a key (see
-# accepted_by_key).
-FINGERPRINTED = [f for f in CHECKED_FIELDS if f not in RAW_OF]
-
 # The canonical field each raw text column of a projection fills.
 FIELD_OF_RAW = {raw: field for field, raw in RAW_OF.items()}
-
-
-def fingerprint(alias: str) -> str:
-    return f"hash({', '.join(f'{alias}.{f}' for f in FINGERPRINTED)})"
 
 
 @dataclass(frozen=True)

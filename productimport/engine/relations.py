@@ -8,9 +8,10 @@ given. The runner (runner.py) owns this plan and hands the names from stage to s
     scan the file (parse)        the file                      RAW
     project (presets)            RAW                           STAGED (view)
     type (validate)              STAGED                        TYPED (view)
-    first pass (runner)          STAGED                        CHECKED (view over CHECKED_ROWS)
+    first pass (runner)          STAGED                        FIRST_PASS, CHECKED (views
+                                                               over CHECKED_ROWS)
     current products (merge)     the current snapshot          CURRENT (view)
-    keys (merge)                 CHECKED, CURRENT              KEYED
+    keys (merge)                 FIRST_PASS, CURRENT           KEYED
     row rules (validate)         CHECKED, KEYED                ROW_ERRORS
     accepted rows (merge)        KEYED, ROW_ERRORS, TYPED      (SQL for the merge)
     merge and write (merge)      the accepted rows, CURRENT    the next snapshot (Parquet)
@@ -26,8 +27,9 @@ from __future__ import annotations
 RAW = "raw"  # rn, c0..cN: the file's records, text
 STAGED = "staged"  # canonical fields as text (*_raw for the ones parsed later)
 TYPED = "typed"  # STAGED with status, commodity_type, price, currency, tags parsed
-CHECKED_ROWS = "checked_rows"  # the narrow first pass, stored
-CHECKED = "checked"  # CHECKED_ROWS with the typed fields the row rules read
+CHECKED_ROWS = "checked_rows"  # the first pass, stored: keys, fingerprint, suspect, detail
+FIRST_PASS = "first_pass"  # CHECKED_ROWS numbered: every record's rn, keys and fingerprint
+CHECKED = "checked"  # the suspect records, with the typed fields the field rules read
 CURRENT = "cur"  # the catalog's current products
 KEYED = "keyed"  # each row's resolved catalog key, its first occurrence, whether known
 ROW_ERRORS = "row_errors"  # rn, column_name, code, message, value, ref_rn

@@ -75,6 +75,7 @@ from productimport.engine.relations import (
     CHECKED,
     CHECKED_ROWS,
     CURRENT_BUCKET,
+    FIRST_PASS,
     INCOMING_SHAPE,
     KEYED_BUCKET,
     KEYED_BY_BUCKET,
@@ -92,8 +93,8 @@ from productimport.engine.validate import (
     EXISTENCE_MODES,
     RAW_OF,
     build_row_errors,
-    checked_sql,
     checked_view_sql,
+    first_pass_sql,
     typed_sql,
 )
 from productimport.models.product import ErrorRecord, ImportCounts, ImportResult
@@ -446,9 +447,10 @@ class ImportRun:
         projection = project(self.options.preset, raw.headers, self.options.mapping)
         return _Input(source, raw.headers, projection, malformed=raw.malformed, raw_rows=raw.rows)
 
-    def _checked(self, con: duckdb.DuckDBPyConnection, data: _Input, rejects: str) -> str:
-        """View CHECKED over table CHECKED_ROWS; a streamed file is scanned for it
-        parsing only the columns the rules read.
+    def _checked(self, con: duckdb.DuckDBPyConnection, data: _Input, rejects: str) -> None:
+        """Table CHECKED_ROWS (validate.first_pass_sql), views FIRST_PASS (its rows,
+        numbered) and CHECKED (the suspect ones, for the field rules); a streamed file is
+        scanned for it parsing only the columns the rules read.
 
         A streamed file is scanned in parallel, unnumbered, into a table that keeps
         insertion order (file order: SELECT and WHERE preserve it); a record's number is
@@ -456,6 +458,7 @@ class ImportRun:
         gives it, without the window that would run the whole pass on one thread.
         """
         projection = data.projection
+        first_pass = first_pass_sql(projection, STAGED)
         if data.scan is not None and projection.streamable:
             wanted = {*CHECKED_FIELDS, *(RAW_OF.get(f, f) for f in projection.required)}
             only = {i for name, i in projection.field_columns.items() if name in wanted}
@@ -464,27 +467,21 @@ class ImportRun:
             try:
                 con.execute(
                     f"CREATE OR REPLACE TEMP TABLE {CHECKED_ROWS} AS "
-                    f"SELECT * EXCLUDE (rn) FROM ({checked_sql(projection, STAGED)})"
+                    f"SELECT * EXCLUDE (rn) FROM ({first_pass})"
                 )
             finally:
                 con.execute("SET preserve_insertion_order = false")
             numbered = f"SELECT rowid + 1 AS rn, * FROM {CHECKED_ROWS}"
-            con.execute(
-                f"CREATE OR REPLACE TEMP VIEW {CHECKED} AS "
-                + checked_view_sql(projection, numbered)
-            )
-            return CHECKED
+        else:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {CHECKED_ROWS} AS {first_pass}")
+            numbered = f"FROM {CHECKED_ROWS}"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {FIRST_PASS} AS {numbered}")
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {CHECKED_ROWS} AS {checked_sql(projection, STAGED)}"
+            f"CREATE OR REPLACE TEMP VIEW {CHECKED} AS {checked_view_sql(projection, FIRST_PASS)}"
         )
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {CHECKED} AS "
-            + checked_view_sql(projection, f"FROM {CHECKED_ROWS}")
-        )
-        return CHECKED
 
     def _first_pass(self, con: duckdb.DuckDBPyConnection, data: _Input) -> int:
-        """View CHECKED: the narrow typed fields the rules read, one row per record."""
+        """The first pass (see _checked); the number of records it read."""
         projection = data.projection
         try:
             con.execute(f"CREATE TEMP VIEW {STAGED} AS {projection.sql}")  # reads RAW
@@ -497,7 +494,7 @@ class ImportRun:
             if data.raw_rows is None and data.scan is not None:  # the file's first scan
                 raise csv_error(data.scan, exc) from exc
             raise ParseError(f"cannot map the file's columns: {exc}") from exc
-        staged_rows = con.execute(f"SELECT count(*) FROM {CHECKED}").fetchone()[0]  # type: ignore[index]
+        staged_rows = con.execute(f"SELECT count(*) FROM {CHECKED_ROWS}").fetchone()[0]  # type: ignore[index]
         if data.raw_rows is None and data.scan is not None:
             # A streamed preset keeps every record: the first pass has counted them.
             data.malformed = malformed_csv_records(con, data.scan, REJECTS)
@@ -530,7 +527,7 @@ class ImportRun:
             if attempt:  # the first pass was dropped to leave the merge its memory
                 self._checked(con, data, f"{REJECTS}_{attempt}_checked")
             keyed = build_keyed(
-                con, data.projection, CHECKED, current, buckets,
+                con, data.projection, FIRST_PASS, current, buckets,
                 existence=self.options.mode in EXISTENCE_MODES,
             )  # fmt: skip
             verdicts = Verdicts(
@@ -540,6 +537,7 @@ class ImportRun:
                 ),
             )
             con.execute(f"DROP VIEW {CHECKED}")
+            con.execute(f"DROP VIEW {FIRST_PASS}")
             con.execute(f"DROP TABLE {CHECKED_ROWS}")
             # The error records' line numbers come from a scan of the file in Python
             # (seconds for a large file, on one core), which runs while DuckDB merges.

@@ -1,14 +1,18 @@
 """Row rules as SQL over the whole file at once: one query, never a Python call per row.
 
-Input: CHECKED (the narrow first pass: only the typed fields the rules read, see
-CHECKED_FIELDS) and KEYED (each row's resolved catalog key, its first occurrence and
+Two kinds of rules (see Rule): field rules look at one row's own fields; key rules at
+its resolved catalog key, which needs every row (duplicates) or the catalog. The first
+pass (first_pass_sql) keeps each record's key fields and fingerprint, and evaluates every
+field rule at once: only the rows it finds suspect keep their other fields. Input: CHECKED
+(those rows, typed) and KEYED (each row's resolved catalog key, its first occurrence and
 whether the catalog has it), by the names the runner hands over. Output: table
 ROW_ERRORS(rn, column_name, code, message, value, ref_rn); `ref_rn` names another row
 the message refers to (the first occurrence of a duplicate), and `{ref_line}` in the
-message is replaced by its line once lines are known.
-"""
+message is replaced by its line once lines are known."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import duckdb
 
@@ -49,10 +53,8 @@ RAW_OF = {
 }
 
 
-# The fields the row rules read (view `checked`): the first pass keeps only their text
-# (plus `rn` and a `missing_*` flag per other required field), so descriptions,
-# attributes and the like are parsed but never held in memory; the typed ones (those in
-# RAW_OF) are computed from their text where a rule reads them.
+# The fields the row rules read (view `checked`); the typed ones (those in RAW_OF) are
+# computed from their text where a rule reads them.
 CHECKED_FIELDS = [
     "sku",
     "name",
@@ -72,24 +74,70 @@ CHECKED_FIELDS = [
     "tags",
 ]
 
+# The text the checked fields are read from: the typed ones are parsed again from it.
+TEXT_FIELDS = [f for f in CHECKED_FIELDS if f not in RAW_OF]
 
-def checked_sql(projection: Projection, staged: str) -> str:
-    """The first pass over `staged`: one narrow row per record, everything the row rules
-    need."""
-    flags = [
-        f"({raw} IS NULL) AS missing_{raw}"
+# Text fields, which the second pass computes identically: a hash of them tells apart the
+# rows that share a key (merge.accepted_by_key).
+FINGERPRINTED = TEXT_FIELDS
+
+
+def fingerprint(alias: str) -> str:
+    return f"hash({', '.join(f'{alias}.{f}' for f in FINGERPRINTED)})"
+
+
+def key_fields(projection: Projection) -> list[str]:
+    """The text fields KEYED reads for every row: the sku, and for Elastic Path the id,
+    external_ref and given sku it matches by."""
+    if projection.match_by_reference:
+        return ["sku", "ep_id", "external_ref", "given_sku"]
+    return ["sku"]
+
+
+def _detail_fields(projection: Projection) -> list[str]:
+    """The text fields the first pass keeps only for its suspect rows."""
+    keys = key_fields(projection)
+    return [field for field in TEXT_FIELDS if field not in keys]
+
+
+def _missing_flags(projection: Projection) -> list[str]:
+    """Required fields outside CHECKED_FIELDS, which a rule reads only as 'is it empty?'."""
+    return [
+        f"missing_{raw}"
         for raw in (RAW_OF.get(field, field) for field in projection.required)
         if raw not in CHECKED_FIELDS
     ]
-    text_fields = [f for f in CHECKED_FIELDS if f not in RAW_OF]
-    return f"SELECT {', '.join(['rn', *text_fields, *flags])} FROM {staged}"
 
 
-def checked_view_sql(projection: Projection, rows: str) -> str:
-    """View CHECKED over the first pass's table: its typed fields are computed where a
-    rule reads them, not stored (storing them cost more than typing again the few
-    columns each rule reads)."""
-    return typed_sql(projection, f"({rows})")
+def first_pass_sql(projection: Projection, staged: str) -> str:
+    """The first pass over `staged`, one row per record: its key fields, its fingerprint
+    and `suspect`, whether any field rule holds for it; the other checked texts only for
+    the suspect rows, as a list (NULL for the others: a NULL list costs a row almost
+    nothing, a NULL text column 16 bytes). At 10M rows the table is 387 MB, where every
+    checked text as a column made 919 MB plus 667 MB spilled.
+
+    Scalar expressions only: the pass keeps the file's order (runner._checked), and a
+    join (an IN subquery, or an IN list, which DuckDB turns into one) would not.
+    """
+    flags = _missing_flags(projection)
+    flagged = ", ".join(
+        ["*", *(f"({flag.removeprefix('missing_')} IS NULL) AS {flag}" for flag in flags)]
+    )
+    columns = ", ".join(["rn", *key_fields(projection), *flags])
+    return (
+        f"SELECT {columns}, {fingerprint('t')} AS fp, {suspect_sql(projection)} AS suspect, "
+        f"CASE WHEN suspect THEN [{', '.join(_detail_fields(projection))}] END AS detail "
+        f"FROM (SELECT {flagged} FROM ({typed_sql(projection, staged)})) t"
+    )
+
+
+def checked_view_sql(projection: Projection, first_pass: str) -> str:
+    """View CHECKED: the suspect rows of the first pass with their checked fields, typed
+    where a rule reads them (typing again the few columns each rule reads costs less than
+    storing them)."""
+    unpacked = [f"detail[{i}] AS {field}" for i, field in enumerate(_detail_fields(projection), 1)]
+    columns = ", ".join(["rn", *key_fields(projection), *unpacked, *_missing_flags(projection)])
+    return typed_sql(projection, f"(SELECT {columns} FROM {first_pass} WHERE suspect)")
 
 
 def tags_list(cell: str) -> str:
@@ -129,26 +177,211 @@ def typed_sql(projection: Projection, staged: str) -> str:
     """
 
 
-def _check(
-    table: str,
-    column: str,
-    code: str,
-    message_sql: str,
-    value_sql: str,
-    where: str,
-    ref_rn: str = "NULL::BIGINT",
-) -> str:
-    """One rule over `table`. Rules on the catalog key (sku) read KEYED: its sku is the
-    resolved one; the others read CHECKED."""
-    return (
-        f"SELECT rn, {sql_string(column)} AS column_name, {sql_string(code)} AS code, "
-        f"{message_sql} AS message, CAST({value_sql} AS VARCHAR) AS value, {ref_rn} AS ref_rn "
-        f"FROM {table} WHERE {where}"
-    )
+@dataclass(frozen=True)
+class Rule:
+    """One row rule: the rows it holds for (`where`) get an error record."""
+
+    column: str  # the file's column named in the record
+    code: str
+    message: str  # SQL
+    value: str  # SQL: the offending cell
+    where: str  # SQL
+    ref_rn: str = "NULL::BIGINT"  # SQL: another row the message names
+
+    def over(self, table: str) -> str:
+        return (
+            f"SELECT rn, {sql_string(self.column)} AS column_name, {sql_string(self.code)} "
+            f"AS code, {self.message} AS message, CAST({self.value} AS VARCHAR) AS value, "
+            f"{self.ref_rn} AS ref_rn FROM {table} WHERE {self.where}"
+        )
+
+
+def _column_of(projection: Projection, field: str) -> str:
+    """The file's column a canonical field comes from (named in error records)."""
+    src = projection.sources
+    return src.get(RAW_OF.get(field, field), src.get(field, field))
+
+
+def field_rules(projection: Projection) -> list[Rule]:
+    """The rules on a row's own fields (CHECKED). The first pass evaluates them all at
+    once, as `suspect`, so they must be scalar expressions (see first_pass_sql)."""
+
+    def col(field: str) -> str:
+        return _column_of(projection, field)
+
+    rules = [
+        Rule(
+            col(field),
+            "missing_required",
+            f"'{field} is required but the cell is empty'",
+            "NULL",
+            f"{raw} IS NULL" if raw in CHECKED_FIELDS else f"missing_{raw}",  # _missing_flags
+        )
+        for field in projection.required
+        if (raw := RAW_OF.get(field, field)) != "sku"
+    ]
+    if projection.match_by_reference:
+        rules.append(
+            Rule(
+                col("external_ref"),
+                "missing_required",
+                "'Elastic Path rows need an id or an external_ref to match or create a product'",
+                "NULL",
+                "ep_id IS NULL AND external_ref IS NULL",
+            )
+        )
+    return [
+        *rules,
+        Rule(
+            col("status"),
+            "invalid_enum",
+            "'status must be draft or live, got ''' || status_raw || ''''",
+            "status_raw",
+            "status_raw IS NOT NULL AND status IS NULL",
+        ),
+        Rule(
+            col("commodity_type"),
+            "invalid_enum",
+            "'commodity_type must be physical or digital, got ''' || commodity_raw || ''''",
+            "commodity_raw",
+            "commodity_raw IS NOT NULL AND commodity_type IS NULL",
+        ),
+        Rule(
+            col("price"),
+            "invalid_number",
+            "'price must be a decimal number, got ''' || price_raw || ''''",
+            "price_raw",
+            "price_raw IS NOT NULL AND price IS NULL",
+        ),
+        Rule(
+            col("price"),
+            "negative_price",
+            "'price must be >= 0, got ' || price_raw",
+            "price_raw",
+            "price < 0",
+        ),
+        Rule(
+            col("currency"),
+            "invalid_currency",
+            "'currency must be an ISO 4217 code such as EUR or USD, got ''' "
+            "|| currency_raw || ''''",
+            "currency_raw",
+            # A regular expression (RE2 makes a DFA of the codes: 0.03 CPU-s per million
+            # rows), not IN: DuckDB turns an IN list or subquery, and list_contains on a
+            # constant list, into a join, which would not keep the first pass in file
+            # order (records numbered wrongly).
+            f"currency_raw IS NOT NULL AND NOT regexp_full_match(currency, "
+            f"'{'|'.join(sorted(ISO_4217))}')",
+        ),
+        Rule(
+            col("slug"),
+            "invalid_slug",
+            "'slug may hold only letters, digits, ''.'', ''-'' and ''_'', got ''' || slug || ''''",
+            "slug",
+            f"slug IS NOT NULL AND NOT regexp_full_match(slug, '{SLUG_PATTERN}')",
+        ),
+        Rule(
+            col("name"),
+            "too_long",
+            f"'name is longer than {MAX_NAME_LENGTH} characters'",
+            "name",
+            f"length(name) > {MAX_NAME_LENGTH}",
+        ),
+        Rule(
+            col("external_ref"),
+            "too_long",
+            f"'external_ref is longer than {MAX_EXTERNAL_REF_LENGTH} characters'",
+            "external_ref",
+            f"length(external_ref) > {MAX_EXTERNAL_REF_LENGTH}",
+        ),
+        Rule(
+            col("tags"),
+            "too_many_tags",
+            f"'at most {MAX_TAGS} tags are allowed, got ' || len(tags)",
+            "tags_raw",
+            f"len(tags) > {MAX_TAGS}",
+        ),
+        Rule(
+            col("tags"),
+            "too_long",
+            f"'each tag may have at most {MAX_TAG_LENGTH} characters'",
+            "tags_raw",
+            # No tag is longer than the cell it came from: the lambda runs only on cells
+            # long enough to hold a tag that is too long.
+            f"strlen(tags_raw) > {MAX_TAG_LENGTH} AND "
+            f"list_max(list_transform(tags, lambda t: length(t))) > {MAX_TAG_LENGTH}",
+        ),
+    ]
+
+
+def suspect_sql(projection: Projection) -> str:
+    """Whether any field rule holds for a row (a rule that is NULL does not)."""
+    return " OR ".join(f"coalesce({rule.where}, false)" for rule in field_rules(projection))
 
 
 # The modes whose rules read KEYED's exists_in_catalog (whether the catalog has the key).
 EXISTENCE_MODES = frozenset({Mode.create, Mode.update})
+
+
+def key_rules(projection: Projection, mode: Mode, has_current: bool) -> list[Rule]:
+    """The rules on a row's catalog key (KEYED: its sku is the resolved one); they need
+    every row, or the catalog."""
+    sku = _column_of(projection, "sku")
+    rules = [
+        Rule(sku, "missing_required", "'sku is required but the cell is empty'", "NULL",
+             "sku IS NULL"),
+        Rule(sku, "too_long", f"'sku is longer than {MAX_SKU_LENGTH} characters'", "sku",
+             f"length(sku) > {MAX_SKU_LENGTH}"),
+        # The first occurrence of a key wins; every later one is rejected and names it.
+        Rule(
+            sku,
+            "duplicate_sku",
+            "'SKU ''' || sku || ''' appears more than once; the first occurrence, "
+            "on line {ref_line}, is imported'",
+            "sku",
+            "sku IS NOT NULL AND rn <> first_rn",
+            "first_rn",
+        ),
+    ]  # fmt: skip
+    if projection.match_by_reference:  # KEYED says how each row matched
+        rules += [
+            Rule(
+                sku,
+                "sku_mismatch",
+                "'row matches product ''' || key_match || ''' by id or external_ref but has "
+                "sku ''' || given_sku || '''; change a SKU by importing under its old one'",
+                "given_sku",
+                "key_match IS NOT NULL AND given_sku IS NOT NULL AND given_sku <> key_match",
+            ),
+            Rule(
+                "id",
+                "not_found",
+                "'no product has id ''' || ep_id || ''''",
+                "ep_id",
+                "ep_id IS NOT NULL AND key_match IS NULL AND id_matched = false",
+            ),
+        ]
+    if mode is Mode.create and has_current:
+        rules.append(
+            Rule(
+                sku,
+                "sku_exists",
+                "'SKU ''' || sku || ''' already exists and mode is create'",
+                "sku",
+                "exists_in_catalog",
+            )
+        )
+    if mode is Mode.update:
+        rules.append(
+            Rule(
+                sku,
+                "sku_not_found",
+                "'SKU ''' || sku || ''' is not in the catalog and mode is update'",
+                "sku",
+                "sku IS NOT NULL AND NOT exists_in_catalog",
+            )
+        )
+    return rules
 
 
 def build_row_errors(
@@ -159,186 +392,10 @@ def build_row_errors(
     checked: str,
     keyed: str,
 ) -> str:
-    """Table ROW_ERRORS: every rule over every row, one statement."""
-    src = projection.sources
-
-    def col(field: str) -> str:
-        return src.get(RAW_OF.get(field, field), src.get(field, field))
-
-    checks = []
-    for field in projection.required:
-        raw = RAW_OF.get(field, field)
-        checks.append(
-            _check(
-                keyed if raw == "sku" else checked,
-                col(field),
-                "missing_required",
-                f"'{field} is required but the cell is empty'",
-                "NULL",
-                f"{raw} IS NULL" if raw in CHECKED_FIELDS else f"missing_{raw}",
-            )
-        )
-    if projection.match_by_reference:
-        checks.append(
-            _check(
-                checked,
-                col("external_ref"),
-                "missing_required",
-                "'Elastic Path rows need an id or an external_ref to match or create a product'",
-                "NULL",
-                "ep_id IS NULL AND external_ref IS NULL",
-            )
-        )
-    checks += [
-        _check(
-            checked,
-            col("status"),
-            "invalid_enum",
-            "'status must be draft or live, got ''' || status_raw || ''''",
-            "status_raw",
-            "status_raw IS NOT NULL AND status IS NULL",
-        ),
-        _check(
-            checked,
-            col("commodity_type"),
-            "invalid_enum",
-            "'commodity_type must be physical or digital, got ''' || commodity_raw || ''''",
-            "commodity_raw",
-            "commodity_raw IS NOT NULL AND commodity_type IS NULL",
-        ),
-        _check(
-            checked,
-            col("price"),
-            "invalid_number",
-            "'price must be a decimal number, got ''' || price_raw || ''''",
-            "price_raw",
-            "price_raw IS NOT NULL AND price IS NULL",
-        ),
-        _check(
-            checked,
-            col("price"),
-            "negative_price",
-            "'price must be >= 0, got ' || price_raw",
-            "price_raw",
-            "price < 0",
-        ),
-        _check(
-            checked,
-            col("currency"),
-            "invalid_currency",
-            "'currency must be an ISO 4217 code such as EUR or USD, got ''' "
-            "|| currency_raw || ''''",
-            "currency_raw",
-            # A subquery, so DuckDB probes a hash table: a literal IN list was pushed
-            # into the scan as 180 comparisons per row (0.87 of 1.7 CPU-s for all rules).
-            f"currency_raw IS NOT NULL AND currency NOT IN (SELECT unnest(["
-            f"{', '.join(sql_string(c) for c in sorted(ISO_4217))}]))",
-        ),
-        _check(
-            checked,
-            col("slug"),
-            "invalid_slug",
-            "'slug may hold only letters, digits, ''.'', ''-'' and ''_'', got ''' || slug || ''''",
-            "slug",
-            f"slug IS NOT NULL AND NOT regexp_full_match(slug, '{SLUG_PATTERN}')",
-        ),
-        _check(
-            keyed,
-            col("sku"),
-            "too_long",
-            f"'sku is longer than {MAX_SKU_LENGTH} characters'",
-            "sku",
-            f"length(sku) > {MAX_SKU_LENGTH}",
-        ),
-        _check(
-            checked,
-            col("name"),
-            "too_long",
-            f"'name is longer than {MAX_NAME_LENGTH} characters'",
-            "name",
-            f"length(name) > {MAX_NAME_LENGTH}",
-        ),
-        _check(
-            checked,
-            col("external_ref"),
-            "too_long",
-            f"'external_ref is longer than {MAX_EXTERNAL_REF_LENGTH} characters'",
-            "external_ref",
-            f"length(external_ref) > {MAX_EXTERNAL_REF_LENGTH}",
-        ),
-        _check(
-            checked,
-            col("tags"),
-            "too_many_tags",
-            f"'at most {MAX_TAGS} tags are allowed, got ' || len(tags)",
-            "tags_raw",
-            f"len(tags) > {MAX_TAGS}",
-        ),
-        _check(
-            checked,
-            col("tags"),
-            "too_long",
-            f"'each tag may have at most {MAX_TAG_LENGTH} characters'",
-            "tags_raw",
-            # No tag is longer than the cell it came from: the lambda runs only on cells
-            # long enough to hold a tag that is too long.
-            f"strlen(tags_raw) > {MAX_TAG_LENGTH} AND "
-            f"list_max(list_transform(tags, lambda t: length(t))) > {MAX_TAG_LENGTH}",
-        ),
-        # The first occurrence of a key wins; every later one is rejected and names it.
-        _check(
-            keyed,
-            col("sku"),
-            "duplicate_sku",
-            "'SKU ''' || sku || ''' appears more than once; the first occurrence, "
-            "on line {ref_line}, is imported'",
-            "sku",
-            "sku IS NOT NULL AND rn <> first_rn",
-            "first_rn",
-        ),
-    ]
-    if projection.match_by_reference:  # KEYED says how each row matched
-        checks += [
-            _check(
-                keyed,
-                col("sku"),
-                "sku_mismatch",
-                "'row matches product ''' || key_match || ''' by id or external_ref but has "
-                "sku ''' || given_sku || '''; change a SKU by importing under its old one'",
-                "given_sku",
-                "key_match IS NOT NULL AND given_sku IS NOT NULL AND given_sku <> key_match",
-            ),
-            _check(
-                keyed,
-                "id",
-                "not_found",
-                "'no product has id ''' || ep_id || ''''",
-                "ep_id",
-                "ep_id IS NOT NULL AND key_match IS NULL AND id_matched = false",
-            ),
-        ]
-    if mode is Mode.create and has_current:
-        checks.append(
-            _check(
-                keyed,
-                col("sku"),
-                "sku_exists",
-                "'SKU ''' || sku || ''' already exists and mode is create'",
-                "sku",
-                "exists_in_catalog",
-            )
-        )
-    if mode is Mode.update:
-        checks.append(
-            _check(
-                keyed,
-                col("sku"),
-                "sku_not_found",
-                "'SKU ''' || sku || ''' is not in the catalog and mode is update'",
-                "sku",
-                "sku IS NOT NULL AND NOT exists_in_catalog",
-            )
-        )
+    """Table ROW_ERRORS: every rule over every row, one statement. The field rules read
+    CHECKED, which holds only the rows the first pass found suspect."""
+    checks = [rule.over(checked) for rule in field_rules(projection)]
+    checks += [rule.over(keyed) for rule in key_rules(projection, mode, has_current)]
     con.execute(f"DROP TABLE IF EXISTS {ROW_ERRORS}")
     con.execute(f"CREATE TEMP TABLE {ROW_ERRORS} AS " + " UNION ALL ".join(checks))
     return ROW_ERRORS
