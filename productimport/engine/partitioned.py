@@ -43,6 +43,7 @@ from productimport.engine.runner import (
     BucketMerge,
     ImportRun,
     _Merged,
+    bounded_partitioned_writes,
     buckets_to_merge,
     combined,
     transfer,
@@ -139,15 +140,18 @@ class PartitionedRun(ImportRun):
         self._stage(con, directory / "incoming", buckets, incoming_sql)
         con.execute(f"COPY (FROM {INCOMING_SHAPE}) TO {sql_string(str(directory / 'shape'))} "
                     "(FORMAT parquet)")  # fmt: skip
-        con.execute(f"""
-            COPY (
-                SELECT k.rn, k.sku, k.{BUCKET_COLUMN},
-                       k.rn IN (SELECT rn FROM {verdicts.row_errors}) AS rejected
-                FROM {verdicts.keyed} k WHERE k.{BUCKET_COLUMN} IS NOT NULL
-            ) TO {sql_string(str(directory / "keys"))} (
-                FORMAT parquet, PARTITION_BY ({BUCKET_COLUMN})
-            )
-        """)
+        # Bounded like the split: with DuckDB's default buffers this was the prepare
+        # step's peak memory at 10M rows.
+        with bounded_partitioned_writes(con, buckets):
+            con.execute(f"""
+                COPY (
+                    SELECT k.rn, k.sku, k.{BUCKET_COLUMN},
+                           k.rn IN (SELECT rn FROM {verdicts.row_errors}) AS rejected
+                    FROM {verdicts.keyed} k WHERE k.{BUCKET_COLUMN} IS NOT NULL
+                ) TO {sql_string(str(directory / "keys"))} (
+                    FORMAT parquet, PARTITION_BY ({BUCKET_COLUMN})
+                )
+            """)
         uploads = {SHAPE: directory / "shape"}
         incoming: dict[int, list[str]] = {}
         keys: dict[int, list[str]] = {}

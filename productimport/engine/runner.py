@@ -13,7 +13,7 @@ import dataclasses
 import json
 import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -132,6 +132,16 @@ def flush_threshold(buckets: int) -> int:
     plain CSV -> Parquet, 1.1 GB peak). About 80,000 rows over all buckets: 1.4x, 0.47 GB
     (measured 2026-11-29, docs/performance.md)."""
     return max(1_000, 80_000 // buckets)
+
+
+@contextlib.contextmanager
+def bounded_partitioned_writes(con: duckdb.DuckDBPyConnection, buckets: int) -> Iterator[None]:
+    """Partitioned COPYs buffering flush_threshold(buckets) rows per bucket and thread."""
+    con.execute(f"SET partitioned_write_flush_threshold = {flush_threshold(buckets)}")
+    try:
+        yield
+    finally:
+        con.execute("RESET partitioned_write_flush_threshold")
 
 
 # Files moved to or from the store at a time.
@@ -758,16 +768,12 @@ class ImportRun:
             f"CREATE OR REPLACE TEMP TABLE {INCOMING_SHAPE} AS "
             f"SELECT {INCOMING_COLUMNS} FROM ({incoming_sql}) LIMIT 0"
         )
-        con.execute(f"SET partitioned_write_flush_threshold = {flush_threshold(buckets)}")
-        try:
-            with forced_join_order(con):
-                con.execute(
-                    f"COPY (SELECT {INCOMING_COLUMNS}, "
-                    f"{bucket_of('sku', buckets)} AS {BUCKET_COLUMN} "
-                    f"FROM ({incoming_sql})) TO {sql_string(str(stage))} ({STAGE_PARQUET})"
-                )
-        finally:
-            con.execute("RESET partitioned_write_flush_threshold")
+        with bounded_partitioned_writes(con, buckets), forced_join_order(con):
+            con.execute(
+                f"COPY (SELECT {INCOMING_COLUMNS}, "
+                f"{bucket_of('sku', buckets)} AS {BUCKET_COLUMN} "
+                f"FROM ({incoming_sql})) TO {sql_string(str(stage))} ({STAGE_PARQUET})"
+            )
         return {
             int(part.name.split("=", 1)[1]): (
                 f"SELECT * FROM read_parquet({sql_string(str(part / '*.parquet'))}, "
