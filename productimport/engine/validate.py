@@ -77,13 +77,11 @@ CHECKED_FIELDS = [
 # The text the checked fields are read from: the typed ones are parsed again from it.
 TEXT_FIELDS = [f for f in CHECKED_FIELDS if f not in RAW_OF]
 
-# Text fields, which the second pass computes identically: a hash of them tells apart the
-# rows that share a key (merge.accepted_by_key).
-FINGERPRINTED = TEXT_FIELDS
-
 
 def fingerprint(alias: str) -> str:
-    return f"hash({', '.join(f'{alias}.{f}' for f in FINGERPRINTED)})"
+    """A hash of the text fields, which the second pass computes identically: it tells
+    apart the rows that share a key (merge.accepted_by_key)."""
+    return f"hash({', '.join(f'{alias}.{f}' for f in TEXT_FIELDS)})"
 
 
 def key_fields(projection: Projection) -> list[str]:
@@ -100,10 +98,11 @@ def _detail_fields(projection: Projection) -> list[str]:
     return [field for field in TEXT_FIELDS if field not in keys]
 
 
-def _missing_flags(projection: Projection) -> list[str]:
-    """Required fields outside CHECKED_FIELDS, which a rule reads only as 'is it empty?'."""
+def _unchecked_required(projection: Projection) -> list[str]:
+    """Required fields outside CHECKED_FIELDS, which a rule reads only as 'is it empty?'
+    (column missing_<field>)."""
     return [
-        f"missing_{raw}"
+        raw
         for raw in (RAW_OF.get(field, field) for field in projection.required)
         if raw not in CHECKED_FIELDS
     ]
@@ -119,11 +118,9 @@ def first_pass_sql(projection: Projection, staged: str) -> str:
     Scalar expressions only: the pass keeps the file's order (runner._checked), and a
     join (an IN subquery, or an IN list, which DuckDB turns into one) would not.
     """
-    flags = _missing_flags(projection)
-    flagged = ", ".join(
-        ["*", *(f"({flag.removeprefix('missing_')} IS NULL) AS {flag}" for flag in flags)]
-    )
-    columns = ", ".join(["rn", *key_fields(projection), *flags])
+    unchecked = _unchecked_required(projection)
+    flagged = ", ".join(["*", *(f"({raw} IS NULL) AS missing_{raw}" for raw in unchecked)])
+    columns = ", ".join(["rn", *key_fields(projection), *(f"missing_{raw}" for raw in unchecked)])
     return (
         f"SELECT {columns}, {fingerprint('t')} AS fp, {suspect_sql(projection)} AS suspect, "
         f"CASE WHEN suspect THEN [{', '.join(_detail_fields(projection))}] END AS detail "
@@ -136,7 +133,8 @@ def checked_view_sql(projection: Projection, first_pass: str) -> str:
     where a rule reads them (typing again the few columns each rule reads costs less than
     storing them)."""
     unpacked = [f"detail[{i}] AS {field}" for i, field in enumerate(_detail_fields(projection), 1)]
-    columns = ", ".join(["rn", *key_fields(projection), *unpacked, *_missing_flags(projection)])
+    flags = [f"missing_{raw}" for raw in _unchecked_required(projection)]
+    columns = ", ".join(["rn", *key_fields(projection), *unpacked, *flags])
     return typed_sql(projection, f"(SELECT {columns} FROM {first_pass} WHERE suspect)")
 
 
@@ -202,6 +200,22 @@ def _column_of(projection: Projection, field: str) -> str:
     return src.get(RAW_OF.get(field, field), src.get(field, field))
 
 
+def _required_rules(projection: Projection, *, key: bool) -> list[Rule]:
+    """missing_required for the preset's required fields: the sku's (a key rule, on the
+    resolved key) with `key`, the others' without."""
+    return [
+        Rule(
+            _column_of(projection, field),
+            "missing_required",
+            f"'{field} is required but the cell is empty'",
+            "NULL",
+            f"{raw} IS NULL" if raw in CHECKED_FIELDS else f"missing_{raw}",
+        )
+        for field in projection.required
+        if ((raw := RAW_OF.get(field, field)) == "sku") == key
+    ]
+
+
 def field_rules(projection: Projection) -> list[Rule]:
     """The rules on a row's own fields (CHECKED). The first pass evaluates them all at
     once, as `suspect`, so they must be scalar expressions (see first_pass_sql)."""
@@ -209,17 +223,7 @@ def field_rules(projection: Projection) -> list[Rule]:
     def col(field: str) -> str:
         return _column_of(projection, field)
 
-    rules = [
-        Rule(
-            col(field),
-            "missing_required",
-            f"'{field} is required but the cell is empty'",
-            "NULL",
-            f"{raw} IS NULL" if raw in CHECKED_FIELDS else f"missing_{raw}",  # _missing_flags
-        )
-        for field in projection.required
-        if (raw := RAW_OF.get(field, field)) != "sku"
-    ]
+    rules = _required_rules(projection, key=False)
     if projection.match_by_reference:
         rules.append(
             Rule(
@@ -328,8 +332,8 @@ def key_rules(projection: Projection, mode: Mode, has_current: bool) -> list[Rul
     every row, or the catalog."""
     sku = _column_of(projection, "sku")
     rules = [
-        Rule(sku, "missing_required", "'sku is required but the cell is empty'", "NULL",
-             "sku IS NULL"),
+        # Not every preset requires a sku: Elastic Path's rows may match by id instead.
+        *_required_rules(projection, key=True),
         Rule(sku, "too_long", f"'sku is longer than {MAX_SKU_LENGTH} characters'", "sku",
              f"length(sku) > {MAX_SKU_LENGTH}"),
         # The first occurrence of a key wins; every later one is rejected and names it.

@@ -199,3 +199,17 @@ def test_a_hostile_files_formulas_are_inert_in_the_csv_report_and_raw_in_json(en
     assert [r["value"] for r in report] == [*("'" + v for v in hostile), "-7"]
     # The message quotes the value too: it starts with the field's name, never a formula.
     assert all(r["message"].startswith("price") for r in report)
+
+
+def test_an_elastic_path_row_with_an_unknown_id_and_no_sku_is_only_not_found(engine):
+    # Elastic Path's rows may match by id instead of sku: its preset does not require a
+    # sku, so the row is rejected for its id alone, not also as a missing sku.
+    path = engine.write(
+        "ep.csv",
+        "id,external_ref,sku,name,description,slug,status,commodity_type\n"
+        "00000000-0000-0000-0000-000000000001,,,Thing,Desc,thing,live,physical\n"
+        ",ref-2,,Other,Desc,other,live,physical\n",
+    )
+    result = engine.run(path, preset="elasticpath", **LENIENT)
+    assert [(e.line, e.column, e.code) for e in result.errors] == [(2, "id", "not_found")]
+    assert (result.counts.created, result.counts.rejected) == (1, 1)
